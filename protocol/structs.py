@@ -1,0 +1,80 @@
+"""Building blocks shared by upcalls and downcalls (spec §3.1), x86_64 layout.
+
+Python names are the kernel's struct names.  Pads the kernel names (``__pad1``)
+and holes the compiler inserts are both ``Padding`` with a comment: they
+encode as zero and are ignored on decode, like every pointer field (pointers
+mean nothing across the device boundary; spec §0.3).
+"""
+
+from __future__ import annotations
+
+from construct import Bytes, Int32sl, Int32ul, Int64sl, Int64ul, Padding
+
+from .constants import ORANGEFS_MAX_XATTR_VALUELEN, ORANGEFS_NAME_MAX
+from .cstruct import Blob, CString, CStruct
+
+#: Size of ``struct orangefs_khandle``: 16 opaque bytes.
+KHANDLE_SIZE = 16
+
+#: ``struct orangefs_khandle`` (16 bytes, align 8): opaque ``u8 u[16]``.
+orangefs_khandle = Bytes(KHANDLE_SIZE)
+
+#: ``struct orangefs_object_kref`` (24 bytes).
+orangefs_object_kref = CStruct(
+    "khandle" / orangefs_khandle,
+    "fs_id" / Int32sl,
+    Padding(4),  # __pad1
+)
+
+#: ``struct ORANGEFS_sys_attr_s`` (136 bytes).
+ORANGEFS_sys_attr_s = CStruct(
+    "owner" / Int32ul,
+    "group" / Int32ul,
+    "perms" / Int32ul,
+    Padding(4),  # hole
+    "atime" / Int64ul,
+    "mtime" / Int64ul,
+    "ctime" / Int64ul,
+    "size" / Int64sl,
+    Padding(8),  # link_target: char * — the target travels in getattr's own field
+    "dfile_count" / Int32sl,
+    "distr_dir_servers_initial" / Int32sl,
+    "distr_dir_servers_max" / Int32sl,
+    "distr_dir_split_size" / Int32sl,
+    "mirror_copies_count" / Int32ul,
+    Padding(4),  # hole
+    Padding(8),  # dist_name: char *
+    Padding(8),  # dist_params: char *
+    "dirent_count" / Int64sl,
+    "objtype" / Int32sl,  # enum orangefs_ds_type
+    Padding(4),  # hole
+    "flags" / Int64ul,
+    "mask" / Int32ul,
+    Padding(4),  # hole
+    "blksize" / Int64sl,
+)
+
+#: ``struct ORANGEFS_keyval_pair`` (8456 bytes, align 4).
+ORANGEFS_keyval_pair = CStruct(
+    "key" / CString(ORANGEFS_NAME_MAX),
+    "key_sz" / Int32sl,
+    "val_sz" / Int32sl,
+    "val" / Blob(ORANGEFS_MAX_XATTR_VALUELEN),
+)
+
+
+def khandle_to_ino(khandle: bytes) -> int:
+    """``orangefs_khandle_to_ino``: the inode number the kernel derives from a khandle.
+
+    XOR-folds the 16 bytes to 8: ino byte k = u[k] ^ u[k+4] and byte 4+k =
+    u[12+k] ^ u[8+k] for k = 0..3, read as a little-endian u64.
+    """
+    u = khandle
+    low = bytes(u[k] ^ u[k + 4] for k in range(4))
+    high = bytes(u[12 + k] ^ u[8 + k] for k in range(4))
+    return int.from_bytes(low + high, "little")
+
+
+def khandle_key(khandle: bytes) -> int:
+    """Sort key of a khandle: the kernel compares them as 16-byte little-endian numbers."""
+    return int.from_bytes(khandle, "little")
