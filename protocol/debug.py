@@ -9,6 +9,7 @@ with the masks in hex.
 from __future__ import annotations
 
 import errno
+import re
 from typing import Iterable, NamedTuple
 
 from .constants import ORANGEFS_MAX_DEBUG_STRING_LEN
@@ -75,17 +76,27 @@ class ClientDebugKeyword(NamedTuple):
     mask2: int
 
 
+_U64 = (1 << 64) - 1
+# The kernel's isspace() (lib/ctype.c): C whitespace plus Latin-1 NBSP.
+_KERNEL_SPACE = frozenset(b" \t\n\v\f\r\xa0")
+_HEX = re.compile(rb"(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)")
+
+
 def encode_client_debug_string(keywords: Iterable[ClientDebugKeyword]) -> bytes:
     """Build the 2048-byte CLIENT_STRING argument.
 
     Raises:
-        EncodeError: a keyword is empty or holds whitespace, or the text does
-            not fit in 2047 bytes (the kernel forces the last byte to NUL).
+        EncodeError: a keyword is not one word of printable ASCII, a mask is
+            not a u64, or the text does not fit in 2047 bytes (the kernel
+            forces the last byte to NUL).
     """
     lines = []
     for kw in keywords:
-        if not kw.keyword or any(c.isspace() for c in kw.keyword):
-            raise EncodeError(f"client debug keyword {kw.keyword!r} must be one word")
+        if not kw.keyword or not all("!" <= c <= "~" for c in kw.keyword):
+            raise EncodeError(f"client debug keyword {kw.keyword!r} must be one word of printable ASCII")
+        for mask in (kw.mask1, kw.mask2):
+            if not isinstance(mask, int) or not 0 <= mask <= _U64:
+                raise EncodeError(f"client debug keyword {kw.keyword}: mask {mask!r} is not a u64")
         lines.append(f"{kw.keyword} {kw.mask1:x} {kw.mask2:x}\n")
     text = "".join(lines).encode("ascii")
     if len(text) >= ORANGEFS_MAX_DEBUG_STRING_LEN:
@@ -93,30 +104,48 @@ def encode_client_debug_string(keywords: Iterable[ClientDebugKeyword]) -> bytes:
     return text.ljust(ORANGEFS_MAX_DEBUG_STRING_LEN, b"\0")
 
 
+def _skip_space(line: bytes, pos: int) -> int:
+    while pos < len(line) and line[pos] in _KERNEL_SPACE:
+        pos += 1
+    return pos
+
+
+def _scan_line(line: bytes) -> ClientDebugKeyword:
+    """``sscanf(line, "%s %llx %llx")`` as the kernel's vsscanf reads it.
+
+    A conversion that finds nothing stops the scan and leaves the rest 0 (the
+    kernel's array is zero-allocated): ``%llx`` takes no sign, an optional
+    ``0x`` and hex digits up to the first other character.
+    """
+    start = _skip_space(line, 0)
+    end = start
+    while end < len(line) and line[end] not in _KERNEL_SPACE:
+        end += 1
+    masks = [0, 0]
+    pos = end
+    if end > start:
+        for k in range(2):
+            pos = _skip_space(line, pos)
+            match = _HEX.match(line, pos)
+            if match is None:
+                break
+            masks[k] = int(match.group(1), 16) & _U64
+            pos = match.end()
+    return ClientDebugKeyword(line[start:end].decode("latin-1"), masks[0], masks[1])
+
+
 def decode_client_debug_string(buffer: bytes) -> list[ClientDebugKeyword]:
     """Parse a CLIENT_STRING buffer as ``orangefs_prepare_cdm_array`` does.
 
-    Only newline-terminated lines before the first NUL count; each is
-    ``keyword mask1 mask2`` in hex (a missing or bad mask reads as 0, as
-    sscanf leaves it).
+    Every newline-terminated line before the first NUL is one element, blank
+    ones included (they give an empty keyword); the piece after the last
+    newline is not a line.
 
     Raises:
-        ProtocolError: EINVAL if there is no line at all.
+        ProtocolError: EINVAL if there is no newline at all.
     """
-    text = buffer[: ORANGEFS_MAX_DEBUG_STRING_LEN - 1].split(b"\0", 1)[0].decode("latin-1")
-    keywords = []
-    for line in text.split("\n")[:-1]:  # the piece after the last "\n" is not a line
-        fields = line.split()
-        if not fields:
-            continue
-        masks = []
-        for field in fields[1:3]:
-            try:
-                masks.append(int(field, 16) & 0xFFFFFFFFFFFFFFFF)
-            except ValueError:
-                masks.append(0)
-        masks += [0] * (2 - len(masks))
-        keywords.append(ClientDebugKeyword(fields[0], masks[0], masks[1]))
-    if not keywords:
+    text = bytes(buffer[: ORANGEFS_MAX_DEBUG_STRING_LEN - 1]).split(b"\0", 1)[0]
+    lines = text.split(b"\n")[:-1]
+    if not lines:
         raise ProtocolError(errno.EINVAL, "client debug string holds no keyword lines")
-    return keywords
+    return [_scan_line(line) for line in lines]

@@ -74,8 +74,7 @@ orangefs_getxattr_response = CStruct(
 )
 
 #: ``key`` holds up to 16 names back to back, ``lengths[i]`` bytes each
-#: (including each name's NUL), so it is opaque here: see
-#: :func:`pvfs2proto.xattr.split_listxattr_keys`.
+#: (including each name's NUL), so it is opaque here: see :func:`listxattr_keys`.
 orangefs_listxattr_response = CStruct(
     "returned_count" / Int32sl,
     Padding(4),  # __pad1
@@ -159,3 +158,18 @@ orangefs_readdir_response_s = CStruct(
     Padding(4),  # __pad2
     "orangefs_dirent_outcount" / Int32ul,
 )
+
+
+def listxattr_keys(listxattr) -> list[bytes]:
+    """The keys of a LISTXATTR reply: ``lengths[i]`` bytes each, back to back in ``key``.
+
+    Each key keeps the bytes the client sent (normally with its NUL), as the
+    kernel hands them to listxattr(2) unchanged.  Only the first
+    ``returned_count`` lengths count; the caller checks them against the
+    kernel's limits (0..16 keys, each 0..256 bytes) first.
+    """
+    keys, pos = [], 0
+    for length in listxattr.lengths[: max(0, listxattr.returned_count)]:
+        keys.append(listxattr.key[pos : pos + length])
+        pos += length
+    return keys

@@ -123,7 +123,7 @@ _IN_ARG = {
 }
 
 
-def decode_ioctl_arg(cmd: IoctlCommand, data) -> Container | bytes | None:
+def decode_ioctl_arg(cmd: int, data) -> Container | bytes | None:
     """Read an ioctl's in-argument the way the kernel copies it from user memory.
 
     Returns:
@@ -133,8 +133,10 @@ def decode_ioctl_arg(cmd: IoctlCommand, data) -> Container | bytes | None:
 
     Raises:
         ProtocolError: EIO (EFAULT for CLIENT_STRING) if fewer bytes are
-            there than the kernel copies — our form of a faulting pointer.
+            there than the kernel copies — our form of a faulting pointer;
+            EINVAL or ENOTTY if ``cmd`` is no command (:func:`check_ioctl_command`).
     """
+    cmd = check_ioctl_command(cmd)
     if cmd is IoctlCommand.CLIENT_STRING:
         if len(data) < CLIENT_STRING_ARG_SIZE:
             raise ProtocolError(errno.EFAULT, f"CLIENT_STRING needs {CLIENT_STRING_ARG_SIZE} bytes, got {len(data)}")
@@ -165,6 +167,8 @@ def validate_map_desc(desc) -> None:
         raise ProtocolError(errno.EINVAL, f"MAP: buffer address {desc.ptr:#x} is not page aligned")
     if (desc.ptr + desc.total_size) % PAGE_SIZE:
         raise ProtocolError(errno.EINVAL, "MAP: buffer end is not page aligned")
+    # The kernel multiplies two ints and could wrap; we compare exactly and so
+    # refuse geometries the kernel would accept by overflow (man/pvfs2-req.4).
     if desc.total_size != desc.size * desc.count:
         raise ProtocolError(
             errno.EINVAL, f"MAP: total_size {desc.total_size} != size {desc.size} x count {desc.count}"

@@ -24,6 +24,7 @@ from .constants import (
     READDIR_RESPONSE_SIZE,
     READDIR_TRAILER_MAX,
 )
+from .cstruct import encode_cstring, encode_exact
 from .downcall import orangefs_readdir_response_s
 from .errors import EncodeError, ProtocolError
 
@@ -72,11 +73,10 @@ def encode_readdir_trailer(
     parts: list[bytes] = []
     count = 0
     for name, khandle in entries:
-        name = bytes(name)
-        if not 0 < len(name) < ORANGEFS_NAME_MAX or b"\0" in name:
-            raise EncodeError(f"readdir entry name {name[:40]!r} must be 1-255 bytes without NUL")
-        if len(khandle) != READDIR_ENTRY_KHANDLE_SIZE:
-            raise EncodeError(f"readdir entry {name[:40]!r}: khandle must be 16 bytes")
+        name = encode_cstring(name, ORANGEFS_NAME_MAX, "readdir entry name")
+        if not name:
+            raise EncodeError("readdir entry name must not be empty")
+        khandle = encode_exact(khandle, READDIR_ENTRY_KHANDLE_SIZE, f"readdir entry {name[:40]!r} khandle")
         padded = _roundup8(4 + len(name) + 1)
         parts.append(_U32.pack(len(name)) + name.ljust(padded - 4, b"\0") + bytes(khandle))
         count += 1
