@@ -102,50 +102,52 @@ def encode_array(value: Any, count: int, name: str) -> Any:
     return value
 
 
-class CString(Construct):
+class _CharArray(Construct):
+    """A ``char[length]`` field; subclasses say how its bytes read and check."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.length = length
+
+    @staticmethod
+    def decode(raw: bytes) -> bytes:
+        return raw
+
+    @staticmethod
+    def encode(value: Any, length: int, name: str) -> bytes:
+        raise NotImplementedError
+
+    def _parse(self, stream, context, path):
+        return self.decode(stream_read(stream, self.length, path))
+
+    def _build(self, obj, stream, context, path):
+        data = self.encode(obj, self.length, path)
+        stream_write(stream, data.ljust(self.length, b"\0"), self.length, path)
+        return obj
+
+    def _sizeof(self, context, path):
+        return self.length
+
+
+class CString(_CharArray):
     """``char[length]`` holding a NUL-terminated string (names, targets, keys).
 
     Parses to the bytes before the first NUL (the whole field if there is none);
     builds from bytes of at most ``length - 1`` without NUL, zero-padded.
     """
 
-    def __init__(self, length: int) -> None:
-        super().__init__()
-        self.length = length
-
-    def _parse(self, stream, context, path):
-        return decode_cstring(stream_read(stream, self.length, path))
-
-    def _build(self, obj, stream, context, path):
-        data = encode_cstring(obj, self.length, path)
-        stream_write(stream, data.ljust(self.length, b"\0"), self.length, path)
-        return obj
-
-    def _sizeof(self, context, path):
-        return self.length
+    decode = staticmethod(decode_cstring)
+    encode = staticmethod(encode_cstring)
 
 
-class Blob(Construct):
+class Blob(_CharArray):
     """``char[length]`` of opaque bytes whose real length is carried elsewhere.
 
     Parses to all ``length`` bytes, as they are (use ``val[:val_sz]``); builds
     from at most ``length`` bytes, zero-padded.
     """
 
-    def __init__(self, length: int) -> None:
-        super().__init__()
-        self.length = length
-
-    def _parse(self, stream, context, path):
-        return stream_read(stream, self.length, path)
-
-    def _build(self, obj, stream, context, path):
-        data = encode_blob(obj, self.length, path)
-        stream_write(stream, data.ljust(self.length, b"\0"), self.length, path)
-        return obj
-
-    def _sizeof(self, context, path):
-        return self.length
+    encode = staticmethod(encode_blob)
 
 
 class OpUnion(Construct):

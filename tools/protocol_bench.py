@@ -131,7 +131,8 @@ def cases():
 @click.option("--runs", default=7, show_default=True, help="Timed runs per figure (median reported).")
 @click.option("--seconds", default=0.5, show_default=True, help="Length of one timed run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def main(runs: int, seconds: float, as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print the results as a Markdown table (for the README).")
+def main(runs: int, seconds: float, as_json: bool, markdown: bool) -> None:
     """Encode+decode rate of full device frames, beside construct's compiled form."""
     results = []
     for name, ours, reference in cases():
@@ -143,14 +144,19 @@ def main(runs: int, seconds: float, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"machine": machine, "runs": runs, "target": TARGET, "results": results}, indent=2))
         return
+    def fmt(r):
+        return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
+
+    if markdown:
+        click.echo("| frame | pvfs2proto | construct compiled | ratio |\n|---|---:|---:|---:|")
+        for r in results:
+            click.echo(f"| {r['frame']} | {fmt(r['pvfs2proto'])} | {fmt(r['construct_compiled'])} | {r['ratio']:.1f}x |")
+        return
     table = Table(title=f"encode+decode round trips/s — median of {runs} (min–max), {machine}")
     table.add_column("frame")
     table.add_column("pvfs2proto", justify="right")
     table.add_column("construct compiled", justify="right")
     table.add_column("ratio", justify="right")
-
-    def fmt(r):
-        return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
 
     for r in results:
         table.add_row(r["frame"], fmt(r["pvfs2proto"]), fmt(r["construct_compiled"]), f"{r['ratio']:.1f}x")
