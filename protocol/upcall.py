@@ -9,7 +9,7 @@ define decode with ``req.raw`` holding the 8488 union bytes as they are.
 
 from __future__ import annotations
 
-from construct import Array, Int32sl, Int32ul, Int64sl, Int64ul, Padding
+from construct import Int32sl, Int32ul, Int64sl, Int64ul, Padding
 
 from .constants import (
     ORANGEFS_MAX_DEBUG_STRING_LEN,

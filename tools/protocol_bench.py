@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 import pvfs2proto as p
-from pvfs2proto.cstruct import CStruct, OpUnion
+from pvfs2proto.cstruct import OpUnion
 from pvfs2proto.readdir import encode_readdir_trailer
 
 TARGET = 100_000

@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from pvfs2proto import ProtocolError
-from pvfs2proto.debug import ClientDebugKeyword, decode_client_debug_string, encode_client_debug_string
+from pvfs2proto.debug import ClientDebugKeyword, decode_client_debug_string
 from pvfs2proto.ioctl import CLIENT_STRING_ARG_SIZE, IoctlCommand, decode_ioctl_arg
 
 
