@@ -268,6 +268,21 @@ _FS_ID_PATHS: dict[int, tuple[str, ...]] = {
 }
 
 
+def _fs_id_offsets() -> dict[int, int]:
+    from .cstruct import offsetof
+
+    offsets = {}
+    for op, path in _FS_ID_PATHS.items():
+        member = UPCALL_MEMBERS[op][0]
+        offsets[op] = offsetof(orangefs_upcall_s, ".".join(("req", member) + path[1:] + ("fs_id",)))
+    return offsets
+
+
+#: op type → byte offset of its fs_id in the upcall (§4.7), for reading it
+#: straight out of upcall bytes without decoding them.
+FS_ID_OFFSETS: dict[int, int] = _fs_id_offsets()
+
+
 def upcall_fs_id(upcall) -> int:
     """``fsid_of_op``: the fs_id an upcall belongs to, 0 if none (spec §4.7).
 
