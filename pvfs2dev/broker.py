@@ -1,0 +1,115 @@
+"""The running broker: the kernel core plus what it needs from trio.
+
+The :class:`~pvfs2dev.kernel.Kernel` never sleeps; this object does it for
+it.  One timer task sleeps until ``kernel.next_deadline()`` and calls
+``kernel.expire``; anything that may add an earlier deadline calls
+:meth:`Broker.poke`.  Waiting for an op or a slot is a ``trio.Event`` set by
+the core's wake hook.  The shared buffers created at MAP live here, and every
+state transition is logged at debug level and fanned out to trace subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import trio
+
+from pvfs2proto.constants import ORANGEFS_READDIR_DEFAULT_DESC_SIZE
+
+from .buffers import BufferPair
+from .kernel import Kernel
+from .stats import TraceEvent
+
+log = logging.getLogger("pvfs2dev")
+
+
+class Broker:
+    """Kernel + clock + buffers + subscribers, shared by the three channels."""
+
+    def __init__(self, kernel: Kernel, rundir: Path, *, readdir_slot_size: int = ORANGEFS_READDIR_DEFAULT_DESC_SIZE):
+        self.kernel = kernel
+        self.rundir = rundir
+        self.readdir_slot_size = readdir_slot_size
+        self.buffers: BufferPair | None = None
+        self._timer_poked = trio.Event()
+        self._poll_event = trio.Event()
+        self._release_done = trio.Event()
+        self.trace_subscribers: set[trio.MemorySendChannel] = set()
+        kernel.on_poll = self._wake_pollers
+        kernel.on_release_done = self._released
+        kernel.on_trace = self._trace
+        kernel.on_log = self._log
+
+    @staticmethod
+    def now() -> float:
+        return trio.current_time()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """A deadline may have been added: make the timer task look again."""
+        self._timer_poked.set()
+
+    async def run_timer(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Call ``kernel.expire`` whenever the next deadline passes, forever."""
+        task_status.started()
+        while True:
+            deadline = self.kernel.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._timer_poked.wait()
+            self._timer_poked = trio.Event()
+            self.kernel.expire(self.now())
+
+    # -- waiting on the core --------------------------------------------------------------------
+
+    async def wait_poll(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds (inf = forever) for POLLIN; True if it came."""
+        if self.kernel.dev_poll():
+            return True
+        with trio.move_on_after(timeout):
+            while not self.kernel.dev_poll():
+                await self._poll_event.wait()
+            return True
+        return False
+
+    def _wake_pollers(self) -> None:
+        self._poll_event.set()
+        self._poll_event = trio.Event()
+
+    async def wait_release_done(self) -> None:
+        await self._release_done.wait()
+
+    def _released(self) -> None:
+        if self.buffers is not None:
+            self.buffers.close()
+            self.buffers = None
+        self._release_done.set()
+        self._release_done = trio.Event()
+
+    # -- the shared buffers ----------------------------------------------------------------------
+
+    def create_buffers(self, desc) -> BufferPair:
+        """Make the two buffer files for a MAP with ``desc``'s geometry."""
+        self.buffers = BufferPair(
+            self.rundir, desc.size, desc.count, self.readdir_slot_size, self.kernel.readdir_slot_count
+        )
+        return self.buffers
+
+    # -- trace and log ------------------------------------------------------------------------------
+
+    def _trace(self, event: TraceEvent) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tag %d %s: %s (%s -> %s)", event.tag, event.op, event.event, event.before, event.after)
+        for channel in list(self.trace_subscribers):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a slow reader loses events rather than stalling the kernel
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.trace_subscribers.discard(channel)
+
+    @staticmethod
+    def _log(level: str, message: str) -> None:
+        getattr(log, level)(message)
