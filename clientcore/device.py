@@ -137,6 +137,45 @@ class Device:
             raise OSError(-reply.result, f"READ: {os.strerror(-reply.result)}")
         return reply.payload
 
+    async def read_batch(self, count: int) -> list[bytes]:
+        """``count`` reads sent back to back, so the broker answers them in one wake-up.
+
+        Returns every frame read, in order; reads that found nothing (EAGAIN)
+        are left out.  Every returned op is in progress and must be answered.
+
+        Raises:
+            OSError: the kernel refused the reads (other than EAGAIN) and none succeeded.
+        """
+        if self._closed:
+            raise BrokenPipeError(errno.EPIPE, "the broker closed the device channel")
+        batch = []
+        async with self._send_lock:
+            for _ in range(count):
+                seq = next(self._seq) & 0xFFFFFFFF
+                pending = self._pending[seq] = _Pending()
+                batch.append(pending)
+                await self.sock.send(DEVICE_REQUEST.pack(DeviceCall.READ, seq, MAX_DEV_REQ_UPSIZE, 0))
+        frames, error = [], None
+        for pending in batch:
+            await pending.event.wait()
+            if pending.result >= 0:
+                frames.append(pending.payload)
+            elif pending.result != -errno.EAGAIN and error is None:
+                error = pending.result
+        if error is not None and not frames:
+            raise OSError(-error, f"READ: {os.strerror(-error)}")
+        return frames
+
+    async def write_nowait(self, frame: bytes) -> _Pending:
+        """Send a downcall without waiting for the kernel's answer (check ``.result`` later)."""
+        if self._closed:
+            raise BrokenPipeError(errno.EPIPE, "the broker closed the device channel")
+        seq = next(self._seq) & 0xFFFFFFFF
+        pending = self._pending[seq] = _Pending()
+        async with self._send_lock:
+            await self.sock.send(DEVICE_REQUEST.pack(DeviceCall.WRITE, seq, 0, 0) + frame)
+        return pending
+
     async def write(self, frame: bytes) -> int:
         """writev(2) of one downcall frame; returns the byte count."""
         return (await self._checked(DeviceCall.WRITE, payload=frame)).result

@@ -7,6 +7,10 @@ once per op type and only the head (tag) changes per reply.
 
 from __future__ import annotations
 
+import errno
+import os
+import select
+import socket
 import struct
 
 import trio
@@ -15,12 +19,18 @@ import pvfs2proto as proto
 from pvfs2proto import OpCode
 from pvfs2proto.constants import ORANGEFS_DEVREQ_MAGIC, PVFS2DEV_USERSPACE_VERSION
 
-from .device import Device
+from pvfs2proto.channels import DEVICE_REPLY, DEVICE_REQUEST, POLLIN, DeviceCall
+from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE
+
+from .device import SOCKET_BUFFER, Device, handshake
 
 _HEAD = struct.Struct("<IIQ")
 _TAG_TYPE = struct.Struct("<Q I")  # tag at 8, type at 16 of the read frame
 _IO_COUNT_AT = 16 + 48
 MINIMAL_FS_ID = 7
+_RECV_SIZE = DEVICE_REPLY.size + MAX_DEV_REQ_UPSIZE + 64
+#: Most READs :func:`answer` keeps outstanding while ops keep coming.
+MAX_READS = 8
 MINIMAL_ROOT = bytes(range(1, 17))
 EMPTY_TRAILER = proto.encode_readdir_trailer([])
 
@@ -58,13 +68,119 @@ def reply_for(frame: bytes) -> bytes:
     return head + body
 
 
-async def serve_minimal(device: Device, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """POLL, READ until EAGAIN, answer each; until the device channel closes."""
-    task_status.started()
-    try:
+class _Channel:
+    """A non-blocking device connection driven by hand: packets out, packets in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seq = 0
+
+    def send(self, call: int, a0: int = 0, a1: int = 0, payload: bytes = b"") -> None:
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        packet = DEVICE_REQUEST.pack(call, self.seq, a0, a1) + payload
         while True:
-            await device.poll()
-            while (frame := await device.read()) is not None:
-                await device.write(reply_for(frame))
-    except BrokenPipeError:
+            try:
+                self.sock.send(packet)
+                return
+            except BlockingIOError:
+                # The broker reads all the time; a full buffer drains in microseconds.
+                select.select([], [self.sock], [], 1.0)
+
+    async def receive(self) -> tuple[int, int, bytes]:
+        while True:
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            if not data:
+                raise BrokenPipeError(errno.EPIPE, "the broker closed the device channel")
+            call, _, result = DEVICE_REPLY.unpack_from(data)
+            return call, result, data[DEVICE_REPLY.size :]
+
+
+async def answer(path: str | os.PathLike, token: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Answer every upcall at once on a connection ATTACHed to the open file ``token``.
+
+    Reads stay outstanding while ops keep coming: each frame sends its
+    downcall, a READ to replace it and, up to :data:`MAX_READS`, one more, so
+    a burst of ops is answered with one wake-up per batch on each side.  An
+    EAGAIN retires a read; when none is left, a POLL waits for the next op.
+    Returns when the broker goes away.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.connect(os.fspath(path))
+        sock.setblocking(False)
+        channel = _Channel(sock)
+        channel.send(DeviceCall.ATTACH, token if token < 2**63 else token - 2**64)
+        _, result, _ = await channel.receive()
+        if result < 0:
+            raise OSError(-result, f"ATTACH: {os.strerror(-result)}")
+        task_status.started()
+        channel.send(DeviceCall.READ, MAX_DEV_REQ_UPSIZE)
+        reads = 1
+        handled = 0
+        while True:
+            call, result, payload = await channel.receive()
+            if call == DeviceCall.READ:
+                reads -= 1
+                if result > 0:
+                    channel.send(DeviceCall.WRITE, payload=reply_for(payload))
+                    for _ in range(2 if reads < MAX_READS - 1 else 1):
+                        channel.send(DeviceCall.READ, MAX_DEV_REQ_UPSIZE)
+                        reads += 1
+                elif result != -errno.EAGAIN:
+                    raise OSError(-result, f"READ: {os.strerror(-result)}")
+                elif reads == 0:
+                    channel.send(DeviceCall.POLL, POLLIN, -1)
+            elif call == DeviceCall.POLL:
+                channel.send(DeviceCall.READ, MAX_DEV_REQ_UPSIZE)
+                reads += 1
+            elif call == DeviceCall.WRITE and result < 0:
+                raise OSError(-result, "the broker refused a minimal downcall")
+            handled += 1
+            if handled % 64 == 0:
+                await trio.lowlevel.checkpoint()
+    except (BrokenPipeError, ConnectionResetError):
         return
+    finally:
+        sock.close()
+
+
+async def run(rundir: str | os.PathLike, desc_count: int = 4, desc_size: int = 4 << 20,
+              *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Handshake, answer, and remount from a second connection, as a real client-core would."""
+    path = os.path.join(rundir, "pvfs2-req")
+    async with Device.connect(path) as device:
+        token, buffers = await handshake(device, desc_count=desc_count, desc_size=desc_size)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(answer, path, token)
+                async with Device.connect(path) as second:
+                    await second.attach(token)
+                    await second.ioctl(proto.IoctlCommand.REMOUNT_ALL)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            buffers.close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A client-core that answers every upcall at once.")
+    parser.add_argument("--rundir", required=True)
+    parser.add_argument("--desc-count", type=int, default=4)
+    parser.add_argument("--desc-size", type=int, default=4 << 20)
+    args = parser.parse_args()
+    try:
+        trio.run(run, args.rundir, args.desc_count, args.desc_size)
+    except (KeyboardInterrupt, BrokenPipeError, ConnectionError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ compare equal to the raw integers that arrive on the wire.
 from __future__ import annotations
 
 import enum
+import functools
 
 
 class OpCode(enum.IntEnum):
@@ -181,6 +182,7 @@ class OpState(enum.IntFlag):
     GIVEN_UP = 16
 
 
+@functools.lru_cache(maxsize=256)
 def state_names(state: int) -> str:
     """Render op state bits the way pvfs2ctl shows them, e.g. ``inprogr|given_up``."""
     if state == 0:

@@ -83,6 +83,8 @@ write_frame = CStruct(
     "downcall" / orangefs_downcall_s,
 )
 
+_READDIR = int(OpCode.READDIR)
+
 assert read_frame.size == MAX_DEV_REQ_UPSIZE
 assert write_frame.size == MAX_DEV_REQ_DOWNSIZE
 assert orangefs_upcall_s.size == UPCALL_SIZE
@@ -226,7 +228,7 @@ def decode_write_body(data, op_type: int | None = None) -> WriteBody:
             f"write is {len(data)} bytes but 16 + 8224 + trailer_size {trailer_size} = "
             f"{MAX_DEV_REQ_DOWNSIZE + trailer_size}",
         )
-    if downcall.type != OpCode.READDIR:
+    if downcall.type != _READDIR:
         if trailer_size != 0:
             raise ProtocolError(errno.EFAULT, f"{opname(downcall.type)} downcall carries a {trailer_size}-byte trailer")
         return WriteBody(downcall, None)

@@ -25,6 +25,19 @@ from .stats import TraceEvent
 log = logging.getLogger("pvfs2dev")
 
 
+async def guarded(run, what: str, *args) -> None:
+    """Run one connection's task; if it fails, log it and lose only that connection.
+
+    Peers going away are handled inside each loop; what reaches here is a bug,
+    and a bug serving one peer must not take the whole broker (and every
+    other caller) down with it.
+    """
+    try:
+        await run(*args)
+    except Exception:
+        log.exception("%s failed; dropping it", what)
+
+
 class Broker:
     """Kernel + clock + buffers + subscribers, shared by the three channels."""
 
@@ -39,8 +52,10 @@ class Broker:
         self.trace_subscribers: set[trio.MemorySendChannel] = set()
         kernel.on_poll = self._wake_pollers
         kernel.on_release_done = self._released
-        kernel.on_trace = self._trace
         kernel.on_log = self._log
+        kernel.on_deadline = self._deadline_set
+        self._timer_target = math.inf
+        self.update_tracing()
 
     @staticmethod
     def now() -> float:
@@ -49,15 +64,22 @@ class Broker:
     # -- time ---------------------------------------------------------------------------------
 
     def poke(self) -> None:
-        """A deadline may have been added: make the timer task look again."""
+        """Make the timer task look at the kernel's deadlines again."""
         self._timer_poked.set()
+
+    def _deadline_set(self, deadline: float) -> None:
+        # Only a deadline earlier than the one the timer sleeps towards matters.
+        if deadline < self._timer_target:
+            self._timer_target = deadline
+            self._timer_poked.set()
 
     async def run_timer(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Call ``kernel.expire`` whenever the next deadline passes, forever."""
         task_status.started()
         while True:
             deadline = self.kernel.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            self._timer_target = math.inf if deadline is None else deadline
+            with trio.move_on_at(self._timer_target):
                 await self._timer_poked.wait()
             self._timer_poked = trio.Event()
             self.kernel.expire(self.now())
@@ -98,6 +120,19 @@ class Broker:
         return self.buffers
 
     # -- trace and log ------------------------------------------------------------------------------
+
+    def update_tracing(self) -> None:
+        """Have the kernel build trace events only while someone reads them."""
+        wanted = bool(self.trace_subscribers) or log.isEnabledFor(logging.DEBUG)
+        self.kernel.on_trace = self._trace if wanted else None
+
+    def subscribe(self, channel: trio.MemorySendChannel) -> None:
+        self.trace_subscribers.add(channel)
+        self.update_tracing()
+
+    def unsubscribe(self, channel: trio.MemorySendChannel) -> None:
+        self.trace_subscribers.discard(channel)
+        self.update_tracing()
 
     def _trace(self, event: TraceEvent) -> None:
         if log.isEnabledFor(logging.DEBUG):

@@ -67,6 +67,8 @@ class SlotMap:
         self._slot_timeout = slot_timeout
         #: Called with ``now`` when a teardown finishes (c reaches -1).
         self.on_dead: Callable[[float], None] | None = None
+        #: Called with a waiter's deadline whenever one is set.
+        self.on_deadline: Callable[[float], None] | None = None
 
     # -- the kernel's operations ----------------------------------------------------------
 
@@ -90,7 +92,7 @@ class SlotMap:
             if self.c > 0:
                 self._grant(waiter)
             else:
-                waiter.deadline = waiter.budget_end
+                self._set_deadline(waiter, now)
 
     def get(self, now: float, waiter: SlotWaiter | None = None) -> int | SlotWaiter:
         """``get``: a free slot index now, or a queued :class:`SlotWaiter`.
@@ -170,6 +172,8 @@ class SlotMap:
             waiter.deadline = min(waiter.budget_end, now + ORANGEFS_BUFMAP_WAIT_TIMEOUT_SECS)
         else:
             waiter.deadline = waiter.budget_end
+        if self.on_deadline:
+            self.on_deadline(waiter.deadline)
 
     def _dead(self, now: float) -> None:
         self.count = 0

@@ -28,7 +28,7 @@ from pvfs2proto.debug import kernel_keywords_to_mask, kernel_mask_to_keywords
 from pvfs2proto.upcall import value32_pair, value64_of
 
 from . import params as sysfs
-from .broker import Broker
+from .broker import Broker, guarded
 from .vfs import Call
 from .vfs_server import peer_credentials
 
@@ -51,7 +51,7 @@ class ControlServer:
             task_status.started()
             while True:
                 stream = await listener.accept()
-                nursery.start_soon(self._connection, stream)
+                nursery.start_soon(guarded, self._connection, "control connection", stream)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         pid, uid, gid = peer_credentials(stream.socket)
@@ -305,14 +305,14 @@ class ControlServer:
 
     async def _trace(self, stream: trio.SocketStream) -> None:
         send, receive = trio.open_memory_channel(4096)
-        self.broker.trace_subscribers.add(send)
+        self.broker.subscribe(send)
         try:
             await _send(stream, {"ok": True, "trace": "started"})
             async with receive:
                 async for event in receive:
                     await _send(stream, event.as_dict())
         finally:
-            self.broker.trace_subscribers.discard(send)
+            self.broker.unsubscribe(send)
             send.close()
 
 

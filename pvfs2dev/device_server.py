@@ -29,7 +29,7 @@ from pvfs2proto.channels import DEVICE_REPLY, DEVICE_REQUEST, FILE_TOKEN, POLLIN
 from pvfs2proto.constants import MAX_DEV_REQ_DOWNSIZE, READDIR_TRAILER_MAX
 from pvfs2proto.ioctl import IoctlCommand
 
-from .broker import Broker
+from .broker import Broker, guarded
 
 log = logging.getLogger("pvfs2dev.device")
 
@@ -38,6 +38,9 @@ MAX_PACKET = DEVICE_REQUEST.size + MAX_DEV_REQ_DOWNSIZE + READDIR_TRAILER_MAX
 #: Socket buffers big enough for the largest ordinary packets in one go.
 SOCKET_BUFFER = 4 * 1024 * 1024
 _ANCILLARY = socket.CMSG_SPACE(16 * array.array("i").itemsize)
+# Plain ints: the socket module's flags are IntFlags, slow to combine per packet.
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_READ, _WRITE, _POLL, _IOCTL = int(DeviceCall.READ), int(DeviceCall.WRITE), int(DeviceCall.POLL), int(DeviceCall.IOCTL)
 
 
 class DeviceFile:
@@ -63,9 +66,11 @@ class DeviceServer:
             task_status.started()
             while True:
                 sock, _ = await listener.accept()
-                conn = DeviceConnection(self, sock)
+                raw = socket.socket(fileno=sock.detach())
+                raw.setblocking(False)
+                conn = DeviceConnection(self, raw)
                 self.connections.add(conn)
-                nursery.start_soon(conn.run)
+                nursery.start_soon(guarded, conn.run, "device connection")
 
     def release(self, file: DeviceFile) -> None:
         """Close the open file: the kernel's release runs (purge, slot teardown)."""
@@ -75,19 +80,28 @@ class DeviceServer:
         if self.file is file:
             self.file = None
         self.kernel.dev_release(self.broker.now())
-        self.broker.poke()
 
 
 class DeviceConnection:
-    """One client-core connection: a reader loop and a send lock."""
+    """One client-core connection.
 
-    def __init__(self, server: DeviceServer, sock: trio.socket.SocketType) -> None:
+    The loop drains every packet that is ready with non-blocking calls on the
+    plain socket and answers most of them on the spot; only calls that wait
+    (OPEN during a release, POLL, REMOUNT_ALL) get a task.  A SEQPACKET send is
+    all or nothing and replies are matched by seq, so replies need no lock and
+    no ordering: one that finds the socket full is finished by a task.
+    """
+
+    #: Packets handled between two checkpoints, so a busy peer cannot starve others.
+    BATCH = 64
+
+    def __init__(self, server: DeviceServer, sock: socket.socket) -> None:
         self.server = server
         self.broker = server.broker
         self.kernel = server.kernel
         self.sock = sock
         self.file: DeviceFile | None = None
-        self.send_lock = trio.Lock()
+        self.closed = False
         self.buffer = bytearray(MAX_PACKET + 1)
         self.view = memoryview(self.buffer)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -102,9 +116,8 @@ class DeviceConnection:
                 self.nursery = nursery
                 await self._loop()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
         finally:
+            self.closed = True
             self.sock.close()
             self.server.connections.discard(self)
             self._drop_file()
@@ -119,92 +132,111 @@ class DeviceConnection:
             self.server.release(file)
 
     async def _loop(self) -> None:
-        while True:
-            nbytes, ancdata, msg_flags, _ = await self.sock.recvmsg_into([self.view], _ANCILLARY)
+        handled = 0
+        while not self.closed:
+            try:
+                nbytes, ancdata, msg_flags, _ = self.sock.recvmsg_into([self.view], _ANCILLARY)
+            except BlockingIOError:
+                handled = 0
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            except OSError:
+                return  # reset by the peer: the same as a close
             if nbytes == 0 and not ancdata:
                 return  # peer closed
             if ancdata:
                 _close_fds(ancdata)
-                await self._reply_bad(nbytes, "file descriptors are not accepted here")
-                continue
-            if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                await self._reply_bad(nbytes, "packet too large")
-                continue
-            if nbytes < DEVICE_REQUEST.size:
-                await self._reply_bad(nbytes, f"packet of {nbytes} bytes is shorter than its header")
-                continue
-            call, seq, a0, a1 = DEVICE_REQUEST.unpack_from(self.buffer)
-            payload = self.view[DEVICE_REQUEST.size : nbytes]
-            await self._dispatch(call, seq, a0, a1, payload)
+                self._reply_bad(nbytes, "file descriptors are not accepted here")
+            elif msg_flags & _TRUNCATED:
+                self._reply_bad(nbytes, "packet too large")
+            elif nbytes < DEVICE_REQUEST.size:
+                self._reply_bad(nbytes, f"packet of {nbytes} bytes is shorter than its header")
+            else:
+                call, seq, a0, a1 = DEVICE_REQUEST.unpack_from(self.buffer)
+                self._dispatch(call, seq, a0, a1, self.view[DEVICE_REQUEST.size : nbytes])
+            handled += 1
+            if handled >= self.BATCH:
+                handled = 0
+                await trio.lowlevel.checkpoint()
 
-    async def _dispatch(self, call: int, seq: int, a0: int, a1: int, payload: memoryview) -> None:
+    def _dispatch(self, call: int, seq: int, a0: int, a1: int, payload: memoryview) -> None:
         now = self.broker.now()
         try:
-            if call == DeviceCall.READ:
+            if call == _READ:
                 self._need_file()
                 frame = self.kernel.dev_read(a0, now)
-                await self.reply(call, seq, len(frame), frame)
-            elif call == DeviceCall.WRITE:
+                self.reply(call, seq, len(frame), frame)
+            elif call == _WRITE:
                 self._need_file()
-                result = self.kernel.dev_write(payload, now)
-                self.broker.poke()
-                await self.reply(call, seq, result)
-            elif call == DeviceCall.POLL:
+                self.reply(call, seq, self.kernel.dev_write(payload, now))
+            elif call == _POLL:
                 self._need_file()
-                self.nursery.start_soon(self._poll, seq, a0, a1)
-            elif call == DeviceCall.IOCTL:
+                if a0 & POLLIN and self.kernel.dev_poll():
+                    self.reply(call, seq, POLLIN)
+                else:
+                    self.nursery.start_soon(self._poll, seq, a0, a1)
+            elif call == _IOCTL:
                 self._need_file()
-                await self._ioctl(seq, a0 & 0xFFFFFFFF, bytes(payload))
+                self._ioctl(seq, a0 & 0xFFFFFFFF, bytes(payload))
             elif call == DeviceCall.OPEN:
-                await self._open(seq, a0)
+                self._open(seq, a0)
             elif call == DeviceCall.ATTACH:
-                await self._attach(seq, a0)
+                self._attach(seq, a0)
             elif call == DeviceCall.CLOSE:
                 self._need_file()
                 file = self.file
-                await self.reply(call, seq, 0)
+                self.reply(call, seq, 0)
                 for conn in list(file.connections):
                     conn.file = None
                 file.connections.clear()
                 self.server.release(file)
             else:
-                await self.reply(call, seq, -errno.EINVAL)
+                self.reply(call, seq, -errno.EINVAL)
         except OSError as exc:
-            if isinstance(exc, (trio.BrokenResourceError, ConnectionError)):
-                raise
-            await self.reply(call, seq, -(exc.errno or errno.EINVAL))
+            self.reply(call, seq, -(exc.errno or errno.EINVAL))
 
     def _need_file(self) -> None:
         if self.file is None or self.file.closed:
             raise OSError(errno.EBADF, "the device is not open on this connection")
 
-    async def _open(self, seq: int, flags: int) -> None:
+    def _open(self, seq: int, flags: int) -> None:
         if self.file is not None and not self.file.closed:
             # A second open by the same process is still a second opener.
             raise OSError(errno.EACCES, "already open")
-        while not self.kernel.dev_open(flags, self.broker.now()):
+        if self.kernel.dev_open(flags, self.broker.now()):
+            self._opened(seq)
+        else:
             # open blocks on the device mutex while a release runs (spec §1.2).
-            await self.broker.wait_release_done()
+            self.nursery.start_soon(self._open_after_release, seq, flags)
+
+    async def _open_after_release(self, seq: int, flags: int) -> None:
+        await self.broker.wait_release_done()
+        try:
+            self._open(seq, flags)
+        except OSError as exc:
+            self.reply(DeviceCall.OPEN, seq, -(exc.errno or errno.EINVAL))
+
+    def _opened(self, seq: int) -> None:
         file = DeviceFile()
         file.connections.add(self)
         self.file = self.server.file = file
-        await self.reply(DeviceCall.OPEN, seq, 0, FILE_TOKEN.pack(file.token))
+        self.reply(DeviceCall.OPEN, seq, 0, FILE_TOKEN.pack(file.token))
 
-    async def _attach(self, seq: int, token: int) -> None:
+    def _attach(self, seq: int, token: int) -> None:
         file = self.server.file
         if file is None or file.closed or (token & 0xFFFFFFFFFFFFFFFF) != file.token:
             raise OSError(errno.EBADF, "no open device file with that token")
         self._drop_file()
         file.connections.add(self)
         self.file = file
-        await self.reply(DeviceCall.ATTACH, seq, 0)
+        self.reply(DeviceCall.ATTACH, seq, 0)
 
     async def _poll(self, seq: int, events: int, timeout_ms: int) -> None:
         timeout = math.inf if timeout_ms < 0 else timeout_ms / 1000
         ready = bool(events & POLLIN) and await self.broker.wait_poll(timeout)
-        await self.reply(DeviceCall.POLL, seq, POLLIN if ready else 0)
+        self.reply(DeviceCall.POLL, seq, POLLIN if ready else 0)
 
-    async def _ioctl(self, seq: int, cmd: int, arg: bytes) -> None:
+    def _ioctl(self, seq: int, cmd: int, arg: bytes) -> None:
         now = self.broker.now()
         if cmd == IoctlCommand.MAP:
             desc = self.kernel.dev_map(arg)
@@ -213,14 +245,13 @@ class DeviceConnection:
             except OSError as exc:
                 raise OSError(errno.ENOMEM, f"cannot create the shared buffers: {exc}") from None
             self.kernel.install_bufmap(desc, now)
-            self.broker.poke()
-            await self.reply(DeviceCall.IOCTL, seq, 0, b"", fds=buffers.fds)
+            self.reply(DeviceCall.IOCTL, seq, 0, b"", fds=buffers.fds)
             buffers.handed_over()
         elif cmd == IoctlCommand.REMOUNT_ALL:
             self.nursery.start_soon(self._remount_all, seq)
         else:
             result, out = self.kernel.dev_ioctl(cmd, arg, now)
-            await self.reply(DeviceCall.IOCTL, seq, result, out)
+            self.reply(DeviceCall.IOCTL, seq, result, out)
 
     async def _remount_all(self, seq: int) -> None:
         done = trio.Event()
@@ -231,26 +262,44 @@ class DeviceConnection:
             done.set()
 
         self.kernel.remount_all(self.broker.now(), finished)
-        self.broker.poke()
         await done.wait()
-        await self.reply(DeviceCall.IOCTL, seq, status[0])
+        self.reply(DeviceCall.IOCTL, seq, status[0])
 
-    async def _reply_bad(self, nbytes: int, why: str) -> None:
+    def _reply_bad(self, nbytes: int, why: str) -> None:
         log.debug("bad device packet: %s", why)
         call = seq = 0
         if nbytes >= 8:
             call, seq = int.from_bytes(self.buffer[0:4], "little"), int.from_bytes(self.buffer[4:8], "little")
-        await self.reply(call, seq, -errno.EINVAL)
+        self.reply(call, seq, -errno.EINVAL)
 
-    async def reply(self, call: int, seq: int, result: int, payload: bytes = b"", fds: list[int] | None = None) -> None:
+    def reply(self, call: int, seq: int, result: int, payload: bytes = b"", fds: list[int] | None = None) -> None:
+        """Send one reply packet now, or from a task once the socket has room."""
+        if self.closed:
+            return
         head = DEVICE_REPLY.pack(call, seq, result)
-        async with self.send_lock:
-            if fds:
-                await self.sock.sendmsg(
-                    [head, payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                )
+        packet = head + payload if payload else head
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        try:
+            if ancillary:
+                self.sock.sendmsg([packet], ancillary)
             else:
-                await self.sock.send(head + payload if payload else head)
+                self.sock.send(packet)
+        except BlockingIOError:
+            # The fds must survive until the task sends them.
+            self.nursery.start_soon(self._send_later, packet, ancillary and [(a, b, bytes(c)) for a, b, c in ancillary])
+        except OSError:
+            self.closed = True  # the peer is gone; the loop notices
+
+    async def _send_later(self, packet: bytes, ancillary: list) -> None:
+        while not self.closed:
+            await trio.lowlevel.wait_writable(self.sock)
+            try:
+                self.sock.sendmsg([packet], ancillary)
+                return
+            except BlockingIOError:
+                continue
+            except OSError:
+                self.closed = True
 
 
 def _close_fds(ancdata) -> None:

@@ -85,6 +85,10 @@ _CANCEL_OP_TAG_AT = 40  # req.cancel.op_tag
 _DOWNCALL_STATUS_AT = 4
 _DOWNCALL_RESP_AT = 24
 _AMT_COMPLETE = struct.Struct("<q")
+# Plain ints for flag tests on the hot path (IntFlag arithmetic is slow).
+_PRIORITY, _NO_MUTEX, _INPROGR = int(OpFlags.PRIORITY), int(OpFlags.NO_MUTEX), int(OpState.INPROGR)
+_INTERRUPTIBLE = int(OpFlags.INTERRUPTIBLE)
+_FILE_IO, _READDIR, _FS_UMOUNT = int(OpCode.FILE_IO), int(OpCode.READDIR), int(OpCode.FS_UMOUNT)
 
 
 class DeviceError(OSError):
@@ -167,6 +171,9 @@ class Kernel:
         self.on_trace: TraceSink | None = None
         #: A line for the log: (level, message).
         self.on_log: Callable[[str, str], None] | None = None
+        #: A deadline was set: :meth:`expire` is due by then.
+        self.on_deadline: Callable[[float], None] | None = None
+        self.io_slots.on_deadline = self.readdir_slots.on_deadline = self._deadline_set
 
     # ================================================================ VFS side
 
@@ -235,6 +242,11 @@ class Kernel:
         EIO (purged for the sixth time).
         """
         self.now = now
+        # A FILE_IO or READDIR comes back here after a purge: a fresh call of
+        # service_operation, so a fresh wait (infinite again with a daemon);
+        # only ``attempts`` carries over, so the sixth purge still fails.
+        op.result = op.done_at = op.wait_outcome = None
+        op.retry_timeout = False
         self.live[op.tag] = op
         self._service_round(op)
 
@@ -249,14 +261,18 @@ class Kernel:
             Whether the wait ended.
         """
         self.now = now
-        if op.result is not None or not (op.interruptible or (fatal and op.killable)):
+        if op.result is not None:
             return False
         if op.linked == "mutex":
+            # mutex_lock_interruptible with INTERRUPTIBLE, else mutex_lock_killable;
+            # WRITEBACK only changes the wait for the downcall.
+            if not (fatal or op.flags & _INTERRUPTIBLE):
+                return False
             self._mutex_waiters.remove(op)
             op.linked = None
             self._finish(op, -errno.EINTR)
             return True
-        if op.linked in ("request", "inprogress"):
+        if op.linked in ("request", "inprogress") and (op.interruptible or (fatal and op.killable)):
             self._end_wait(op, WAIT_INTERRUPTED)
             return True
         return False
@@ -272,13 +288,18 @@ class Kernel:
             True if a CANCEL was queued (the caller must *not* put the slot).
         """
         self.now = now
-        if not op.state & OpState.INPROGR or not self.daemon_in_service:
+        if not op.state & _INPROGR:
+            return False
+        # The kernel turns the op into a cancel and tags it before it looks
+        # for a daemon, so the tag is used up either way.
+        tag = self.new_tag()
+        if not self.daemon_in_service:
             return False
         upcall = bytearray(UPCALL_SIZE)
         _U32.pack_into(upcall, 0, OpCode.CANCEL)
         struct.pack_into("<Q", upcall, _CANCEL_OP_TAG_AT, op.tag)
         cancel = Op(
-            tag=self.new_tag(),
+            tag=tag,
             type=OpCode.CANCEL,
             upcall=upcall,
             state=op.state,
@@ -400,7 +421,7 @@ class Kernel:
         try:
             body = proto.decode_write_body(data, op.type)
             trailer = body.trailer
-            if op.type == OpCode.FILE_IO and body.downcall.status == 0:
+            if op.type == _FILE_IO and body.downcall.status == 0:
                 (count,) = _S32.unpack_from(op.upcall, _IO_COUNT_AT)
                 if body.downcall.resp.io.amt_complete > count:
                     # Our rule; the kernel never checks (man/pvfs2-req.4).
@@ -568,7 +589,7 @@ class Kernel:
 
     def _service_round(self, op: Op) -> None:
         # retry_servicing: take the request mutex unless told not to.
-        if not op.flags & OpFlags.NO_MUTEX and self._mutex_held:
+        if not op.flags & _NO_MUTEX and self._mutex_held:
             op.linked = "mutex"
             self._mutex_waiters.append(op)
             return
@@ -577,7 +598,7 @@ class Kernel:
     def _queue(self, op: Op) -> None:
         before = op.state
         op.transition("queue")
-        if op.flags & OpFlags.PRIORITY:
+        if op.flags & _PRIORITY:
             self.requests.add_head(op)
         else:
             self.requests.add_tail(op)
@@ -585,7 +606,7 @@ class Kernel:
         self._trace(op, "queue", before)
         timeout = None
         if not self.daemon_in_service:
-            timeout = 0 if op.type == OpCode.FS_UMOUNT else self.params["op_timeout_secs"]
+            timeout = 0 if op.type == _FS_UMOUNT else self.params["op_timeout_secs"]
         elif op.retry_timeout:
             timeout = self.params["op_timeout_secs"]
         if self.on_poll:
@@ -597,6 +618,7 @@ class Kernel:
         else:
             op.deadline = self.now + timeout
             heapq.heappush(self._timers, (op.deadline, next(self._timer_seq), op))
+            self._deadline_set(op.deadline)
 
     def _end_wait(self, op: Op, outcome: str) -> None:
         """The rest of service_operation once the wait is over (spec §4.5 steps 7–10, §4.6)."""
@@ -661,7 +683,8 @@ class Kernel:
             return not mount.pending
         if op.type in (OpCode.FS_MOUNT, OpCode.GETATTR, OpCode.FS_UMOUNT):
             return True
-        self._log("debug", f"op {op.tag} {op.name}: skipped, no mounted fs has fs_id {op.fs_id}")
+        # gossip_err in the kernel, on every read that passes the op by.
+        self._log("error", f"op {op.tag} {op.name}: skipped, no mounted fs has fs_id {op.fs_id}")
         return False
 
     def _check_release_done(self, now: float) -> None:
@@ -737,6 +760,10 @@ class Kernel:
             self.on_trace(
                 TraceEvent(self.now, op.tag, op.name, event, proto.state_names(before), proto.state_names(op.state))
             )
+
+    def _deadline_set(self, deadline: float) -> None:
+        if self.on_deadline:
+            self.on_deadline(deadline)
 
     def _log(self, level: str, message: str) -> None:
         if self.on_log:

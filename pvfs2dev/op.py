@@ -32,7 +32,9 @@ from typing import Callable
 
 from pvfs2proto import OpCode, OpFlags, OpState, opname, state_names
 
-W, I, S, P, G = OpState.WAITING, OpState.INPROGR, OpState.SERVICED, OpState.PURGED, OpState.GIVEN_UP
+# Plain ints: IntFlag arithmetic costs microseconds on the hot path.
+W, I, S, P, G = (int(f) for f in (OpState.WAITING, OpState.INPROGR, OpState.SERVICED, OpState.PURGED, OpState.GIVEN_UP))
+_INTERRUPTIBLE, _WRITEBACK = int(OpFlags.INTERRUPTIBLE), int(OpFlags.WRITEBACK)
 
 #: (event, state before) → state after.  Nothing else is allowed.
 TRANSITIONS: dict[tuple[str, int], int] = {
@@ -122,23 +124,23 @@ class Op:
 
     @property
     def serviced(self) -> bool:
-        return bool(self.state & OpState.SERVICED)
+        return bool(self.state & S)
 
     @property
     def purged(self) -> bool:
-        return bool(self.state & OpState.PURGED)
+        return bool(self.state & P)
 
     @property
     def given_up(self) -> bool:
-        return bool(self.state & OpState.GIVEN_UP)
+        return bool(self.state & G)
 
     @property
     def interruptible(self) -> bool:
-        return bool(self.flags & OpFlags.INTERRUPTIBLE) and not self.flags & OpFlags.WRITEBACK
+        return bool(self.flags & _INTERRUPTIBLE) and not self.flags & _WRITEBACK
 
     @property
     def killable(self) -> bool:
-        return not self.flags & OpFlags.WRITEBACK
+        return not self.flags & _WRITEBACK
 
     def __repr__(self) -> str:
         return f"<Op {self.tag} {self.name} {state_names(self.state)}>"

@@ -70,8 +70,8 @@ class Param:
     name: str
     kind: str  # "local", "daemon", "perf", "stats"
     param_op: int | None = None  # PARAM op for daemon knobs
+    check: Callable[[int], bool] = lambda v: True  # the range a store must be in
     perf_type: int | None = None  # PERF_COUNT type for perf_counters/*
-    check: Callable[[int], bool] = lambda v: True
     readahead: bool = False  # needs ORANGEFS_FEATURE_READAHEAD
     pair: bool = False  # "count size": two values in value32[0..1]
     default: int | None = None  # local knobs only

@@ -74,7 +74,7 @@ class Server:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.broker.run_timer)
                 await nursery.start(self.device.serve, sockets[0])
-                await nursery.start(self.vfs.serve, trio.SocketListener(sockets[1]))
+                await nursery.start(self.vfs.serve, sockets[1])
                 await nursery.start(self.control.serve, trio.SocketListener(sockets[2]))
                 log.info("broker serving in %s", self.rundir)
                 task_status.started(self)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import struct
+from typing import Callable
 
 import trio
 
@@ -110,7 +111,6 @@ class Call:
         # A fatal signal already pending kills the wait at once; an ordinary
         # one only ends an interruptible wait (and is consumed by it).
         self.kernel.service(op, now)
-        self.broker.poke()
         if self.pending_signal and op.result is None:
             if self.kernel.signal(op, now, fatal=self.pending_signal == "fatal"):
                 self._consume_signal()
@@ -131,7 +131,6 @@ class Call:
         done = trio.Event()
         got.wake = done.set
         self.slot_wait = (slots, got)
-        self.broker.poke()
         try:
             await done.wait()
         finally:
@@ -148,6 +147,33 @@ class Call:
             tgid=self.tgid,
             now=self.broker.now(),
         )
+
+
+#: Ops the VFS glue wraps in more than one service_operation (or refuses).
+_GLUE_OPS = frozenset({OpCode.FILE_IO, OpCode.READDIR, OpCode.FS_MOUNT, OpCode.FS_UMOUNT, OpCode.CANCEL})
+
+
+def needs_glue(upcall: bytes | bytearray) -> bool:
+    """Whether :func:`perform` must run for this upcall, or :func:`start` will do."""
+    return len(upcall) != UPCALL_SIZE or struct.unpack_from("<I", upcall, 0)[0] in _GLUE_OPS
+
+
+def start(call: Call, upcall: bytes | bytearray, done: Callable[[Result], None]) -> None:
+    """Start a plain op (one service_operation) and call ``done`` with its result.
+
+    No task and no event: the op's wake-up answers the caller directly, which
+    is what keeps the VFS channel's per-op cost low.
+    """
+    op = call.new_op(upcall)
+    op.owner = call
+    call.op = op
+
+    def finished() -> None:
+        call.op = None
+        done(Result(op.result, op.tag, op.downcall or bytes(DOWNCALL_SIZE)))
+
+    op.wake = finished
+    call.kernel.service(op, call.broker.now())
 
 
 async def perform(call: Call, upcall: bytes | bytearray, data: bytes = b"") -> Result:
@@ -204,24 +230,30 @@ async def file_io(call: Call, upcall: bytes | bytearray, data: bytes = b"") -> R
     last_tag = 0
     last_downcall = bytes(DOWNCALL_SIZE)
     while done < count or count == 0:
-        slot = await call.get_slot(kernel.io_slots)
-        if slot < 0:
-            return _io_result(done, slot, last_tag, last_downcall, out)
-        slot_size = broker.buffers.io.slot_size if broker.buffers else 0
-        chunk = min(count - done, slot_size)
-        body = bytearray(upcall)
-        _IO_FIELDS.pack_into(body, _IO_AT, 0, slot, chunk, 0, offset + done)
-        if io_type == IoType.WRITE:
-            broker.buffers.io.slot(slot)[:chunk] = data[done : done + chunk]
-        op = call.new_op(body)
-        kernel.set_slot(op, slot)
-        result = await call.service(op)
-        last_tag = op.tag
-        if result == -errno.EAGAIN and op.purged:
-            # Purged: the slot goes back, a new one is taken (after the new
-            # client-core maps a buffer) and the chunk is sent again.
-            kernel.io_slots.put(slot, broker.now())
-            continue
+        op = None
+        while True:
+            slot = await call.get_slot(kernel.io_slots)
+            if slot < 0:
+                return _io_result(done, slot, last_tag, last_downcall, out)
+            slot_size = broker.buffers.io.slot_size
+            chunk = min(count - done, slot_size)
+            if op is None:
+                op = call.new_op(upcall)
+            # Fresh each round: after a purge the new buffer may have other slots.
+            _IO_FIELDS.pack_into(op.upcall, _IO_AT, 0, slot, chunk, 0, offset + done)
+            kernel.set_slot(op, slot)
+            if io_type == IoType.WRITE:
+                # (Again after a purge: the iterator is rewound, the data recopied.)
+                broker.buffers.io.slot(slot)[:chunk] = data[done : done + chunk]
+            result = await call.service(op)
+            last_tag = op.tag
+            if result == -errno.EAGAIN and op.purged:
+                # Purged: the slot goes back, a new one is taken (after the new
+                # client-core maps a buffer) and the same op goes again, so
+                # its attempts add up to the sixth purge's EIO.
+                kernel.io_slots.put(slot, broker.now())
+                continue
+            break
         if result < 0:
             result = _interrupted_io_result(op, result, io_type, offset + done, chunk)
             if not kernel.cancel_io(op, broker.now()):
@@ -348,4 +380,4 @@ async def _send_umount(call: Call, mount_) -> Op:
     return op
 
 
-__all__ = ["Call", "Result", "perform", "file_io", "readdir", "mount", "umount"]
+__all__ = ["Call", "Result", "needs_glue", "start", "perform", "file_io", "readdir", "mount", "umount"]

@@ -28,8 +28,8 @@ import trio
 from pvfs2proto.channels import VFS_LENGTH, VFS_REPLY, VFS_REQUEST, SignalKind, VfsKind
 from pvfs2proto.constants import DOWNCALL_SIZE, UPCALL_SIZE
 
-from .broker import Broker
-from .vfs import Call, Result, perform
+from .broker import Broker, guarded
+from .vfs import Call, Result, needs_glue, perform, start
 
 log = logging.getLogger("pvfs2dev.vfs")
 
@@ -50,75 +50,86 @@ class VfsServer:
         self.broker = broker
         self.connections: set[VfsConnection] = set()
 
-    async def serve(self, listener: trio.SocketListener, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, listener: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                stream = await listener.accept()
-                conn = VfsConnection(self, stream)
+                sock, _ = await listener.accept()
+                raw = socket.socket(fileno=sock.detach())
+                raw.setblocking(False)
+                conn = VfsConnection(self, raw)
                 self.connections.add(conn)
-                nursery.start_soon(conn.run)
+                nursery.start_soon(guarded, conn.run, "vfs connection")
 
 
 class VfsConnection:
-    def __init__(self, server: VfsServer, stream: trio.SocketStream) -> None:
+    """One caller connection.
+
+    Reads drain the socket with non-blocking calls and handle every complete
+    message; plain ops are answered from their wake-up (no task), the rest get
+    a task each.  Replies go into an outbox that is written at once when the
+    socket has room and by a task when it has not, so replies never interleave.
+    """
+
+    RECV_SIZE = 256 * 1024
+
+    def __init__(self, server: VfsServer, sock: socket.socket) -> None:
         self.server = server
         self.broker = server.broker
-        self.stream = stream
-        self.pid, self.uid, self.gid = peer_credentials(stream.socket)
+        self.sock = sock
+        self.pid, self.uid, self.gid = peer_credentials(sock)
         self.calls: dict[int, Call] = {}
-        self.send_lock = trio.Lock()
         self.closed = False
-        self._buffer = bytearray()
+        self._inbox = bytearray()
+        self._outbox = bytearray()
+        self._writing = False
 
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self.nursery = nursery
                 try:
-                    while True:
-                        message = await self._receive()
-                        if message is None:
-                            break
-                        self._dispatch(message, nursery)
+                    await self._loop()
                 finally:
                     # Gone away with calls in flight: a killed process (fatal signal).
                     self.closed = True
                     for call in list(self.calls.values()):
                         call.interrupt(fatal=True)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
         finally:
             self.closed = True
             self.server.connections.discard(self)
-            await trio.aclose_forcefully(self.stream)
+            self.sock.close()
 
-    async def _receive(self) -> bytes | None:
-        """One length-prefixed message, or None at a clean end of stream."""
-        head = await self._read_exactly(VFS_LENGTH.size)
-        if head is None:
-            return None
-        (length,) = VFS_LENGTH.unpack(head)
-        if length > MAX_MESSAGE:
-            log.debug("vfs peer %d sent a %d-byte length: closing", self.pid, length)
-            return None
-        body = await self._read_exactly(length)
-        if body is None:
-            return None
-        return body
-
-    async def _read_exactly(self, n: int) -> bytes | None:
-        while len(self._buffer) < n:
-            chunk = await self.stream.receive_some(max(65536, n - len(self._buffer)))
+    async def _loop(self) -> None:
+        inbox = self._inbox
+        while not self.closed:
+            try:
+                chunk = self.sock.recv(self.RECV_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            except OSError:
+                return
             if not chunk:
-                return None
-            self._buffer += chunk
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
+                return
+            inbox += chunk
+            pos = 0
+            while len(inbox) - pos >= VFS_LENGTH.size:
+                (length,) = VFS_LENGTH.unpack_from(inbox, pos)
+                if length > MAX_MESSAGE:
+                    log.debug("vfs peer %d sent a %d-byte length: closing", self.pid, length)
+                    return
+                end = pos + VFS_LENGTH.size + length
+                if len(inbox) < end:
+                    break
+                self._dispatch(bytes(inbox[pos + VFS_LENGTH.size : end]))
+                pos = end
+            del inbox[:pos]
+            await trio.lowlevel.checkpoint()
 
-    def _dispatch(self, message: bytes, nursery: trio.Nursery) -> None:
+    def _dispatch(self, message: bytes) -> None:
         if len(message) < VFS_REQUEST.size:
-            nursery.start_soon(self.reply, 0, Result(-errno.EINVAL))
+            self.reply(0, Result(-errno.EINVAL))
             return
         flags, kind, req_id = VFS_REQUEST.unpack_from(message)
         if kind == VfsKind.INTERRUPT:
@@ -127,7 +138,7 @@ class VfsConnection:
                 call.interrupt(fatal=flags == SignalKind.FATAL)
             return
         if kind != VfsKind.SUBMIT or len(message) < VFS_REQUEST.size + UPCALL_SIZE or req_id in self.calls:
-            nursery.start_soon(self.reply, req_id, Result(-errno.EINVAL))
+            self.reply(req_id, Result(-errno.EINVAL))
             return
         upcall = bytearray(message[VFS_REQUEST.size : VFS_REQUEST.size + UPCALL_SIZE])
         data = message[VFS_REQUEST.size + UPCALL_SIZE :]
@@ -136,21 +147,57 @@ class VfsConnection:
             uid, gid = struct.unpack_from("<II", upcall, _UIDGID_AT)
         call = Call(self.broker, uid=uid, gid=gid, pid=self.pid, tgid=self.pid, flags=flags)
         self.calls[req_id] = call
-        nursery.start_soon(self._perform, req_id, call, upcall, data)
+        if data or needs_glue(upcall):
+            self.nursery.start_soon(self._perform, req_id, call, upcall, data)
+        else:
+            start(call, upcall, lambda result: self._finished(req_id, result))
 
     async def _perform(self, req_id: int, call: Call, upcall: bytearray, data: bytes) -> None:
         try:
             result = await perform(call, upcall, data)
         finally:
             self.calls.pop(req_id, None)
-        if not self.closed:
-            await self.reply(req_id, result)
+        self.reply(req_id, result)
 
-    async def reply(self, req_id: int, result: Result) -> None:
+    def _finished(self, req_id: int, result: Result) -> None:
+        self.calls.pop(req_id, None)
+        self.reply(req_id, result)
+
+    def reply(self, req_id: int, result: Result) -> None:
+        """Queue one reply; it is sent now if the socket has room."""
+        if self.closed:
+            return
         downcall = result.downcall if len(result.downcall) == DOWNCALL_SIZE else bytes(DOWNCALL_SIZE)
-        body = VFS_REPLY.pack(result.result, result.tag, req_id) + downcall + result.data
+        head = VFS_REPLY.pack(result.result, result.tag, req_id)
+        length = VFS_LENGTH.pack(len(head) + DOWNCALL_SIZE + len(result.data))
+        message = length + head + downcall + result.data
+        if self._outbox:
+            self._outbox += message
+            return
         try:
-            async with self.send_lock:
-                await self.stream.send_all(VFS_LENGTH.pack(len(body)) + body)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = self.sock.send(message)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
             self.closed = True
+            return
+        if sent < len(message):
+            self._outbox += memoryview(message)[sent:]
+            if not self._writing:
+                self._writing = True
+                self.nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        try:
+            while self._outbox and not self.closed:
+                await trio.lowlevel.wait_writable(self.sock)
+                try:
+                    sent = self.sock.send(self._outbox)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.closed = True
+                    return
+                del self._outbox[:sent]
+        finally:
+            self._writing = False

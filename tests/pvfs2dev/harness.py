@@ -136,7 +136,7 @@ class World:
         """Hand the same op to ``service_operation`` again (the FILE_IO/READDIR retry)."""
         self.k.service(op, self.now)
 
-    def submit_io(self, slot: int | None = None, *, count: int = 4096, fs_id: int = 7, io_type: int = 1,
+    def submit_io(self, slot: int | None = None, *, count: int = 4096, fs_id: int = 0, io_type: int = 1,
                   flags: int = 0, **fields) -> Op:
         """A FILE_IO using I/O slot ``slot`` (spec §5.3)."""
         op = self.new(OpCode.FILE_IO, fs_id=fs_id, count=count, io_type=io_type, flags=flags, **fields)

@@ -163,6 +163,17 @@ def test_ops_without_an_fs_id_are_never_filtered(op_type):
     assert w.read_op().tag == op.tag
 
 
+def test_skipping_an_op_of_an_unknown_filesystem_is_logged_as_an_error():
+    """Spec §1.3 rule 2: skipped ops of an unknown fs are logged as errors."""
+    w = _open_world()
+    logged = []
+    w.k.on_log = lambda level, message: logged.append((level, message))
+    op = w.submit(OpCode.LOOKUP, fs_id=99)
+    with pytest.raises(DeviceError):
+        w.read_raw()
+    assert any(level == "error" and str(op.tag) in message for level, message in logged)
+
+
 def test_rename_is_filtered_by_its_old_parent():
     """Spec §4.7: RENAME's fs_id is old_parent_refn.fs_id, not new_parent_refn's."""
     w = _open_world()
