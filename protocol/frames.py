@@ -21,6 +21,7 @@ on every write, tag lookup) belong to the broker.
 from __future__ import annotations
 
 import errno
+import struct
 from typing import Mapping, NamedTuple
 
 from construct import Container, Int32sl, Int32ul, Int64ul
@@ -50,6 +51,8 @@ __all__ = [
     "encode_read_frame",
     "decode_read_frame",
     "encode_write_frame",
+    "check_write_head",
+    "check_write_body",
     "decode_write_head",
     "decode_write_body",
     "decode_write_frame",
@@ -161,6 +164,35 @@ def encode_write_frame(
     return head_and_downcall + bytes(trailer) if trailer else head_and_downcall
 
 
+_WRITE_HEAD = struct.Struct("<IIQ")
+_DOWNCALL_HEAD = struct.Struct("<Iiq")  # type, status, trailer_size at offset 16
+
+
+def check_write_head(data) -> int:
+    """Checks 1–4 of a device write on the bare bytes; returns the head's tag.
+
+    The same rules as :func:`decode_write_head`, without building a value
+    (the broker's hot path).  Also returns nothing else: the version is
+    ``struct.unpack_from("<I", data)[0]`` for whoever records it.
+
+    Raises:
+        ProtocolError: EFAULT if shorter than 8240 bytes; EPROTO for a version
+            below 20903 (unsigned) or a wrong magic.
+    """
+    if len(data) < MAX_DEV_REQ_DOWNSIZE:
+        raise ProtocolError(
+            errno.EFAULT, f"downcall write is {len(data)} bytes, at least {MAX_DEV_REQ_DOWNSIZE} needed"
+        )
+    version, magic, tag = _WRITE_HEAD.unpack_from(data)
+    if version < ORANGEFS_MINIMUM_USERSPACE_VERSION:
+        raise ProtocolError(
+            errno.EPROTO, f"userspace version {version} is below the minimum {ORANGEFS_MINIMUM_USERSPACE_VERSION}"
+        )
+    if magic != ORANGEFS_DEVREQ_MAGIC:
+        raise ProtocolError(errno.EPROTO, f"downcall magic {magic:#x}, expected {ORANGEFS_DEVREQ_MAGIC:#x}")
+    return tag
+
+
 def decode_write_head(data) -> Container:
     """Checks 1–4 of a device write (``orangefs_devreq_write_iter``).
 
@@ -171,19 +203,8 @@ def decode_write_head(data) -> Container:
         ProtocolError: EFAULT if shorter than 8240 bytes; EPROTO if the version
             is below 20903 (unsigned compare: 0 fails) or the magic is wrong.
     """
-    if len(data) < MAX_DEV_REQ_DOWNSIZE:
-        raise ProtocolError(
-            errno.EFAULT, f"downcall write is {len(data)} bytes, at least {MAX_DEV_REQ_DOWNSIZE} needed"
-        )
-    head = write_frame_head.unpack(data)
-    if head.version < ORANGEFS_MINIMUM_USERSPACE_VERSION:
-        raise ProtocolError(
-            errno.EPROTO,
-            f"userspace version {head.version} is below the minimum {ORANGEFS_MINIMUM_USERSPACE_VERSION}",
-        )
-    if head.magic != ORANGEFS_DEVREQ_MAGIC:
-        raise ProtocolError(errno.EPROTO, f"downcall magic {head.magic:#x}, expected {ORANGEFS_DEVREQ_MAGIC:#x}")
-    return head
+    check_write_head(data)
+    return write_frame_head.unpack(data)
 
 
 class WriteBody(NamedTuple):
@@ -191,6 +212,40 @@ class WriteBody(NamedTuple):
 
     downcall: Container
     trailer: bytes | None
+
+
+def check_write_body(data) -> tuple[int, memoryview | None]:
+    """Checks 8–12 of a device write on the bare bytes (the broker's hot path).
+
+    Returns:
+        (downcall status, the READDIR trailer or None).  A failed downcall
+        (status ≠ 0) gets no trailer or size check; extra bytes are ignored.
+
+    Raises:
+        ProtocolError: as :func:`decode_write_body`.
+    """
+    if len(data) < MAX_DEV_REQ_DOWNSIZE:
+        raise ProtocolError(errno.EFAULT, f"downcall write is {len(data)} bytes, at least {MAX_DEV_REQ_DOWNSIZE} needed")
+    op_type, status, trailer_size = _DOWNCALL_HEAD.unpack_from(data, FRAME_HEAD_SIZE)
+    if status != 0:
+        return status, None
+    if FRAME_HEAD_SIZE + DOWNCALL_SIZE + trailer_size != len(data):
+        raise ProtocolError(
+            errno.EFAULT,
+            f"write is {len(data)} bytes but 16 + 8224 + trailer_size {trailer_size} = "
+            f"{MAX_DEV_REQ_DOWNSIZE + trailer_size}",
+        )
+    if op_type != _READDIR:
+        if trailer_size != 0:
+            raise ProtocolError(errno.EFAULT, f"{opname(op_type)} downcall carries a {trailer_size}-byte trailer")
+        return 0, None
+    if trailer_size == 0:
+        raise ProtocolError(errno.EFAULT, "successful READDIR downcall has no trailer")
+    if trailer_size < READDIR_RESPONSE_SIZE:
+        raise ProtocolError(
+            errno.EFAULT, f"READDIR trailer of {trailer_size} bytes is shorter than its {READDIR_RESPONSE_SIZE}-byte header"
+        )
+    return 0, memoryview(data)[MAX_DEV_REQ_DOWNSIZE:]
 
 
 def decode_write_body(data, op_type: int | None = None) -> WriteBody:
@@ -213,32 +268,12 @@ def decode_write_body(data, op_type: int | None = None) -> WriteBody:
             READDIR downcall has none or one shorter than the 24-byte header
             (the last is our rule; the kernel would parse past its end).
     """
-    if len(data) < MAX_DEV_REQ_DOWNSIZE:
-        raise ProtocolError(errno.EFAULT, f"downcall write is {len(data)} bytes, at least {MAX_DEV_REQ_DOWNSIZE} needed")
+    _, trailer = check_write_body(data)
     if op_type is None:
         downcall = orangefs_downcall_s.unpack(data, FRAME_HEAD_SIZE)
     else:
         downcall = orangefs_downcall_s.unpack_case(op_type, data, FRAME_HEAD_SIZE)
-    if downcall.status != 0:
-        return WriteBody(downcall, None)
-    trailer_size = downcall.trailer_size
-    if FRAME_HEAD_SIZE + DOWNCALL_SIZE + trailer_size != len(data):
-        raise ProtocolError(
-            errno.EFAULT,
-            f"write is {len(data)} bytes but 16 + 8224 + trailer_size {trailer_size} = "
-            f"{MAX_DEV_REQ_DOWNSIZE + trailer_size}",
-        )
-    if downcall.type != _READDIR:
-        if trailer_size != 0:
-            raise ProtocolError(errno.EFAULT, f"{opname(downcall.type)} downcall carries a {trailer_size}-byte trailer")
-        return WriteBody(downcall, None)
-    if trailer_size == 0:
-        raise ProtocolError(errno.EFAULT, "successful READDIR downcall has no trailer")
-    if trailer_size < READDIR_RESPONSE_SIZE:
-        raise ProtocolError(
-            errno.EFAULT, f"READDIR trailer of {trailer_size} bytes is shorter than its {READDIR_RESPONSE_SIZE}-byte header"
-        )
-    return WriteBody(downcall, bytes(data[MAX_DEV_REQ_DOWNSIZE:]))
+    return WriteBody(downcall, None if trailer is None else bytes(trailer))
 
 
 def decode_write_frame(data, op_type: int | None = None) -> tuple[Container, WriteBody]:

@@ -58,6 +58,7 @@ from pvfs2proto.constants import (
     UPCALL_SIZE,
 )
 from pvfs2proto.debug import decode_client_debug_string
+from pvfs2proto.frames import check_write_body, check_write_head
 from pvfs2proto.ioctl import IoctlCommand, check_ioctl_command, decode_ioctl_arg, validate_map_desc
 from pvfs2proto.upcall import FS_ID_OFFSETS
 
@@ -405,29 +406,28 @@ class Kernel:
                 EFAULT too, so the waiting caller gets EFAULT.
         """
         self.now = now
-        head = proto.decode_write_head(data)
+        tag = check_write_head(data)
+        (version,) = _U32.unpack_from(data, 0)
         if not self.userspace_version:
-            self.userspace_version = head.version
-        elif head.version != self.userspace_version:
-            raise DeviceError(errno.EPROTO, f"userspace version changed from {self.userspace_version} to {head.version}")
-        op = self.in_progress.find(head.tag)
+            self.userspace_version = version
+        elif version != self.userspace_version:
+            raise DeviceError(errno.EPROTO, f"userspace version changed from {self.userspace_version} to {version}")
+        op = self.in_progress.find(tag)
         if op is None:
-            self._log("debug", f"downcall for unknown tag {head.tag} dropped")
+            self._log("debug", f"downcall for unknown tag {tag} dropped")
             return len(data)
         self.in_progress.remove(op)
         downcall = bytearray(data[16:MAX_DEV_REQ_DOWNSIZE])
         failure: ProtocolError | None = None
         trailer = None
         try:
-            body = proto.decode_write_body(data, op.type)
-            trailer = body.trailer
-            if op.type == _FILE_IO and body.downcall.status == 0:
+            status, trailer = check_write_body(data)
+            if op.type == _FILE_IO and status == 0:
                 (count,) = _S32.unpack_from(op.upcall, _IO_COUNT_AT)
-                if body.downcall.resp.io.amt_complete > count:
+                (amt,) = _AMT_COMPLETE.unpack_from(downcall, _DOWNCALL_RESP_AT)
+                if amt > count:
                     # Our rule; the kernel never checks (man/pvfs2-req.4).
-                    raise ProtocolError(
-                        errno.EFAULT, f"amt_complete {body.downcall.resp.io.amt_complete} exceeds count {count}"
-                    )
+                    raise ProtocolError(errno.EFAULT, f"amt_complete {amt} exceeds count {count}")
         except ProtocolError as exc:
             failure = exc
             trailer = None
@@ -436,7 +436,7 @@ class Kernel:
             self._free_cancel(op)
         else:
             op.downcall = bytes(downcall)
-            op.trailer = trailer
+            op.trailer = None if trailer is None else bytes(trailer)
             before = op.state
             op.transition("service")
             self._trace(op, "service", before)

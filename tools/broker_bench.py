@@ -12,9 +12,13 @@ Figures, each the median of ``--runs`` timed runs after a warm-up (min–max):
   trio processes written the plain trio way (``await sock.send`` /
   ``await sock.recv``), 32 messages in flight; the issue asks for at least a
   fifth of it.
-* **scale**: N GETATTRs queued with no client-core, then one starts; the time
-  to drain them, per op.  Flat across N means no list scan on the hot path.
-  Also the broker's resident memory per queued op (from /proc, at N max).
+* **core scale**: the kernel core alone, N GETATTRs queued, then the time of
+  a device read + write + completion per op.  Flat across N means O(1)
+  structures and no list scan on the hot path.
+* **drain**: the same end to end: N GETATTRs queued in a broker process with
+  no client-core, then one starts; the time from the first reply to the last,
+  per op (mostly cross-CPU wake-ups).  Also the broker's resident memory per
+  queued op (from /proc, at the largest N).
 """
 
 from __future__ import annotations
@@ -256,6 +260,35 @@ def pingpong(runs: int, seconds: float, inflight: int = 32) -> dict:
     return {f"reference: trio SEQPACKET ping-pong, {inflight} in flight": _summary(rates)}
 
 
+def core_scale(sizes: list[int], runs: int) -> dict:
+    """Per-op cost of the kernel core alone (read + write + completion) with N ops queued.
+
+    No sockets and no other processes: this is the figure that shows the core's
+    structures stay O(1) as the request list grows.
+    """
+    from clientcore.minimal import reply_for
+    from pvfs2dev.kernel import Kernel
+
+    results = {}
+    for n in sizes:
+        per_op = []
+        for run in range(runs + 1):  # the first run warms up and is not counted
+            k = Kernel(op_timeout_secs=3600)
+            k.dev_open(os.O_RDWR | os.O_NONBLOCK, 0.0)
+            k.add_mount(7, 1, b"tcp://localhost:3334/pvfs2-fs")
+            for _ in range(n):
+                k.service(k.new_op(GETATTR, now=0.0), 0.0)
+            start = time.perf_counter()
+            for _ in range(n):
+                k.dev_write(reply_for(k.dev_read(proto.MAX_DEV_REQ_UPSIZE, 1.0)), 1.0)
+            if run:
+                per_op.append((time.perf_counter() - start) / n * 1e6)
+            if k.live:
+                raise RuntimeError("ops left in flight")
+        results[f"core: read+write with {n:,} queued, µs per op"] = _summary(per_op)
+    return results
+
+
 def scale(sizes: list[int], runs: int) -> dict:
     results = {}
     memory = None
@@ -279,12 +312,16 @@ def scale(sizes: list[int], runs: int) -> dict:
                             caller.send(GETATTR, n)
                             await _wait_queued(rundir, n)
                             queued_rss = rss_bytes(proc.pid)
-                            start = time.perf_counter()
                             with client_core(rundir):
-                                got = 0
+                                # Timed from the first reply, so the client-core's
+                                # start-up is not in the figure.
+                                got = len(await caller.replies())
+                                start = time.perf_counter()
+                                first = got
                                 while got < n:
                                     got += len(await caller.replies())
-                            return (time.perf_counter() - start) / n, (queued_rss - before) / n
+                                elapsed = time.perf_counter() - start
+                            return elapsed / max(1, n - first), (queued_rss - before) / n
                         finally:
                             caller.close()
 
@@ -292,7 +329,7 @@ def scale(sizes: list[int], runs: int) -> dict:
                     per_op.append(cost * 1e6)
                     if n == max(sizes):
                         memory = rss_per_op
-        results[f"scale: drain {n:,} queued ops, µs per op"] = _summary(per_op)
+        results[f"drain: {n:,} queued ops end to end, µs per op"] = _summary(per_op)
     if memory is not None:
         results[f"memory per queued op at {max(sizes):,}, KiB"] = {"median": memory / 1024, "min": None, "max": None}
     return results
@@ -327,7 +364,7 @@ def _summary(values: list[float]) -> dict:
 @click.command()
 @click.option("--runs", default=5, show_default=True, help="Timed runs per figure.")
 @click.option("--seconds", default=2.0, show_default=True, help="Length of one timed round-trip run.")
-@click.option("--scale", "scale_sizes", default="10,1000,100000", show_default=True,
+@click.option("--scale", "scale_sizes", default="10,1000,10000,100000", show_default=True,
               help="Queue lengths for the scale figure (comma-separated; empty to skip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for the README).")
@@ -338,6 +375,7 @@ def main(runs: int, seconds: float, scale_sizes: str, as_json: bool, markdown: b
     results.update(pingpong(runs, seconds))
     sizes = [int(s) for s in scale_sizes.split(",") if s.strip()]
     if sizes:
+        results.update(core_scale(sizes, runs))
         results.update(scale(sizes, max(1, min(runs, 3))))
     rt = results["round trip, 64 in flight"]["median"]
     ref = next(v["median"] for k, v in results.items() if k.startswith("reference"))
