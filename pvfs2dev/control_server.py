@@ -82,6 +82,9 @@ class ControlServer:
                         reply = await self.handle(request, uid=uid, gid=gid, pid=pid)
                     except OSError as exc:
                         reply = _error(exc.errno or errno.EINVAL, exc.strerror or str(exc))
+                    except (ValueError, TypeError) as exc:
+                        # A field of the wrong type or value: the request is bad, the peer stays.
+                        reply = _error(errno.EINVAL, f"bad request: {exc}")
                     await _send(stream, reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
@@ -199,6 +202,9 @@ class ControlServer:
         if value is None:
             return {"name": param.name, "value": await self._param_show(param, uid, gid, pid)}
         self._may_change(uid)
+        if param.kind in ("daemon", "perf"):
+            # sysfs_service_op_store looks for the daemon before it parses.
+            self._daemon_knob_allowed(param)
         values = sysfs.parse_store(param, str(value))
         await self._param_store(param, values, uid, gid, pid)
         return {"name": param.name, "value": await self._param_show(param, uid, gid, pid)}
@@ -209,9 +215,9 @@ class ControlServer:
             return f"{k.params[param.name]}\n"
         if param.kind == "stats":
             return f"{k.stats.reads if param.name.endswith('reads') else k.stats.writes}\n"
+        self._daemon_knob_allowed(param)  # EIO first, as sysfs_service_op_show
         if param.kind == "perf":
             raise ControlError(errno.EINVAL, f"{param.name}: unknown kobject (kernel quirk, spec §6.1)")
-        self._daemon_knob_allowed(param)
         op = await self._param_upcall(param, ParamRequestType.GET, 0, uid, gid, pid)
         reply = proto.decode_downcall(op.downcall, OpCode.PARAM)
         value64 = reply.resp.param.u.value64
@@ -228,6 +234,7 @@ class ControlServer:
         await self._param_upcall(param, ParamRequestType.SET, value64, uid, gid, pid)
 
     def _daemon_knob_allowed(self, param: sysfs.Param) -> None:
+        """EIO without a client-core; EINVAL for a readahead knob it did not offer."""
         if not self.kernel.daemon_in_service:
             raise ControlError(errno.EIO, "the client-core is not running")
         if param.readahead and not self.kernel.features & proto.Features.READAHEAD:

@@ -233,7 +233,13 @@ class DeviceConnection:
 
     async def _poll(self, seq: int, events: int, timeout_ms: int) -> None:
         timeout = math.inf if timeout_ms < 0 else timeout_ms / 1000
-        ready = bool(events & POLLIN) and await self.broker.wait_poll(timeout)
+        if events & POLLIN:
+            ready = await self.broker.wait_poll(timeout)
+        else:
+            # Nothing asked for can ever be ready (the device never reports
+            # POLLOUT): poll(2) waits out its timeout.
+            await trio.sleep(timeout)
+            ready = False
         self.reply(DeviceCall.POLL, seq, POLLIN if ready else 0)
 
     def _ioctl(self, seq: int, cmd: int, arg: bytes) -> None:

@@ -425,9 +425,10 @@ class Kernel:
             if op.type == _FILE_IO and status == 0:
                 (count,) = _S32.unpack_from(op.upcall, _IO_COUNT_AT)
                 (amt,) = _AMT_COMPLETE.unpack_from(downcall, _DOWNCALL_RESP_AT)
-                if amt > count:
-                    # Our rule; the kernel never checks (man/pvfs2-req.4).
-                    raise ProtocolError(errno.EFAULT, f"amt_complete {amt} exceeds count {count}")
+                if not 0 <= amt <= count:
+                    # Our rule; the kernel never checks, and would overrun the
+                    # slot or hand back other callers' bytes (man/pvfs2-req.4).
+                    raise ProtocolError(errno.EFAULT, f"amt_complete {amt} is outside 0..{count}")
         except ProtocolError as exc:
             failure = exc
             trailer = None
