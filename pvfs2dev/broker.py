@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from pathlib import Path
 
 import trio
@@ -36,6 +37,23 @@ async def guarded(run, what: str, *args) -> None:
         await run(*args)
     except Exception:
         log.exception("%s failed; dropping it", what)
+
+
+async def serve_connections(listener, connect, what: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Accept forever; hand each connection over as a plain non-blocking socket.
+
+    ``connect(sock)`` returns an object whose ``run()`` serves it; each runs
+    :func:`guarded`.  The servers drive these sockets with non-blocking calls
+    and ``trio.lowlevel.wait_readable`` rather than trio's socket methods,
+    which cost two scheduler trips per call even when data is ready.
+    """
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            sock, _ = await listener.accept()
+            raw = socket.socket(fileno=sock.detach())
+            raw.setblocking(False)
+            nursery.start_soon(guarded, connect(raw).run, what)
 
 
 class Broker:

@@ -29,7 +29,7 @@ from pvfs2proto.channels import DEVICE_REPLY, DEVICE_REQUEST, FILE_TOKEN, POLLIN
 from pvfs2proto.constants import MAX_DEV_REQ_DOWNSIZE, READDIR_TRAILER_MAX
 from pvfs2proto.ioctl import IoctlCommand
 
-from .broker import Broker, guarded
+from .broker import Broker, serve_connections
 
 log = logging.getLogger("pvfs2dev.device")
 
@@ -62,15 +62,12 @@ class DeviceServer:
         self.connections: set[DeviceConnection] = set()
 
     async def serve(self, listener: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                sock, _ = await listener.accept()
-                raw = socket.socket(fileno=sock.detach())
-                raw.setblocking(False)
-                conn = DeviceConnection(self, raw)
-                self.connections.add(conn)
-                nursery.start_soon(guarded, conn.run, "device connection")
+        await serve_connections(listener, self._connect, "device connection", task_status=task_status)
+
+    def _connect(self, sock: socket.socket) -> DeviceConnection:
+        conn = DeviceConnection(self, sock)
+        self.connections.add(conn)
+        return conn
 
     def release(self, file: DeviceFile) -> None:
         """Close the open file: the kernel's release runs (purge, slot teardown)."""

@@ -28,7 +28,7 @@ import trio
 from pvfs2proto.channels import VFS_LENGTH, VFS_REPLY, VFS_REQUEST, SignalKind, VfsKind
 from pvfs2proto.constants import DOWNCALL_SIZE, UPCALL_SIZE
 
-from .broker import Broker, guarded
+from .broker import Broker, serve_connections
 from .vfs import Call, Result, needs_glue, perform, start
 
 log = logging.getLogger("pvfs2dev.vfs")
@@ -51,15 +51,12 @@ class VfsServer:
         self.connections: set[VfsConnection] = set()
 
     async def serve(self, listener: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                sock, _ = await listener.accept()
-                raw = socket.socket(fileno=sock.detach())
-                raw.setblocking(False)
-                conn = VfsConnection(self, raw)
-                self.connections.add(conn)
-                nursery.start_soon(guarded, conn.run, "vfs connection")
+        await serve_connections(listener, self._connect, "vfs connection", task_status=task_status)
+
+    def _connect(self, sock: socket.socket) -> VfsConnection:
+        conn = VfsConnection(self, sock)
+        self.connections.add(conn)
+        return conn
 
 
 class VfsConnection:
