@@ -15,6 +15,7 @@ import itertools
 import math
 import mmap
 import os
+import select
 import socket
 import struct
 from contextlib import asynccontextmanager
@@ -191,6 +192,42 @@ class Device:
 
     async def close(self) -> None:
         await self._checked(DeviceCall.CLOSE)
+
+
+class RawChannel:
+    """A non-blocking device connection driven by hand: packets out, replies in.
+
+    For loops that pipeline calls (several READs and WRITEs outstanding) and so
+    match replies by call type rather than waiting on each: one wake-up serves
+    many packets, which :class:`Device`'s await-per-call cannot.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seq = 0
+
+    def send(self, call: int, a0: int = 0, a1: int = 0, payload: bytes = b"") -> None:
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        packet = DEVICE_REQUEST.pack(call, self.seq, a0, a1) + payload
+        while True:
+            try:
+                self.sock.send(packet)
+                return
+            except BlockingIOError:
+                # The broker reads all the time; a full buffer drains in microseconds.
+                select.select([], [self.sock], [], 1.0)
+
+    async def receive(self) -> tuple[int, int, bytes]:
+        while True:
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            if not data:
+                raise BrokenPipeError(errno.EPIPE, "the broker closed the device channel")
+            call, _, result = DEVICE_REPLY.unpack_from(data)
+            return call, result, data[DEVICE_REPLY.size :]
 
 
 def _fds(ancdata) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import struct
 
@@ -19,16 +18,15 @@ import pvfs2proto as proto
 from pvfs2proto import OpCode
 from pvfs2proto.constants import ORANGEFS_DEVREQ_MAGIC, PVFS2DEV_USERSPACE_VERSION
 
-from pvfs2proto.channels import DEVICE_REPLY, DEVICE_REQUEST, POLLIN, DeviceCall
+from pvfs2proto.channels import POLLIN, DeviceCall
 from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE
 
-from .device import SOCKET_BUFFER, Device, handshake
+from .device import SOCKET_BUFFER, Device, RawChannel, handshake
 
 _HEAD = struct.Struct("<IIQ")
 _TAG_TYPE = struct.Struct("<Q I")  # tag at 8, type at 16 of the read frame
 _IO_COUNT_AT = 16 + 48
 MINIMAL_FS_ID = 7
-_RECV_SIZE = DEVICE_REPLY.size + MAX_DEV_REQ_UPSIZE + 64
 #: Most READs :func:`answer` keeps outstanding while ops keep coming.
 MAX_READS = 8
 MINIMAL_ROOT = bytes(range(1, 17))
@@ -68,37 +66,6 @@ def reply_for(frame: bytes) -> bytes:
     return head + body
 
 
-class _Channel:
-    """A non-blocking device connection driven by hand: packets out, packets in."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.seq = 0
-
-    def send(self, call: int, a0: int = 0, a1: int = 0, payload: bytes = b"") -> None:
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        packet = DEVICE_REQUEST.pack(call, self.seq, a0, a1) + payload
-        while True:
-            try:
-                self.sock.send(packet)
-                return
-            except BlockingIOError:
-                # The broker reads all the time; a full buffer drains in microseconds.
-                select.select([], [self.sock], [], 1.0)
-
-    async def receive(self) -> tuple[int, int, bytes]:
-        while True:
-            try:
-                data = self.sock.recv(_RECV_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.sock)
-                continue
-            if not data:
-                raise BrokenPipeError(errno.EPIPE, "the broker closed the device channel")
-            call, _, result = DEVICE_REPLY.unpack_from(data)
-            return call, result, data[DEVICE_REPLY.size :]
-
-
 async def answer(path: str | os.PathLike, token: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer every upcall at once on a connection ATTACHed to the open file ``token``.
 
@@ -114,7 +81,7 @@ async def answer(path: str | os.PathLike, token: int, *, task_status=trio.TASK_S
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         sock.connect(os.fspath(path))
         sock.setblocking(False)
-        channel = _Channel(sock)
+        channel = RawChannel(sock)
         channel.send(DeviceCall.ATTACH, token if token < 2**63 else token - 2**64)
         _, result, _ = await channel.receive()
         if result < 0:

@@ -78,3 +78,19 @@ def khandle_to_ino(khandle: bytes) -> int:
 def khandle_key(khandle: bytes) -> int:
     """Sort key of a khandle: the kernel compares them as 16-byte little-endian numbers."""
     return int.from_bytes(khandle, "little")
+
+
+# The perms word shares the mode's bit positions for rwx and the two set-id
+# bits (S_ISGID 0o2000 = G_SGID 0x400, S_ISUID 0o4000 = U_SUID 0x800); the
+# sticky bit has no place in it (ORANGEFS_util_translate_mode / orangefs_inode_perms).
+_PERMS_BITS = 0o6777
+
+
+def mode_to_perms(mode: int) -> int:
+    """``ORANGEFS_util_translate_mode``: mode bits → the sys_attr ``perms`` word (no sticky bit)."""
+    return mode & _PERMS_BITS
+
+
+def perms_to_mode(perms: int) -> int:
+    """``orangefs_inode_perms``: the sys_attr ``perms`` word → mode permission bits."""
+    return perms & _PERMS_BITS
