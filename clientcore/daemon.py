@@ -14,10 +14,11 @@ in pieces so that a CANCEL can stop it between two of them.  A CANCEL is
 answered only once its I/O no longer touches the slot (the kernel frees the
 slot on that answer); the I/O's own answer is then never sent.
 
-Exit statuses: 0 stopped by a signal or the broker closed the device;
-1 start-up failed (see the log); 244 the device spoke a wrong magic or
-version (protocol-fatal, as the real client-core's 244; the watchdog does
-not restart after it).
+Exit statuses: 0 stopped by a signal; 1 start-up failed (see the log; not
+restarted, it would fail again); 70 a failure after start-up; 75 the broker
+closed the device (both restarted by the watchdog, the second to reconnect);
+244 the device spoke a wrong magic or version (protocol-fatal, as the real
+client-core's 244; never restarted).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ log = logging.getLogger("clientcore")
 
 EXIT_OK = 0
 EXIT_STARTUP = 1
+EXIT_CRASHED = 70  # EX_SOFTWARE: a failure after start-up; the watchdog restarts
+EXIT_DEVICE_LOST = 75  # EX_TEMPFAIL: the broker closed the device; the watchdog restarts
 EXIT_PROTOCOL = 244
 
 #: Bytes moved per store call in a FILE_IO; a CANCEL waits at most this long.
@@ -73,6 +76,10 @@ class Daemon:
 
     def __init__(self, store: Store, rundir: str | os.PathLike, *, desc_count: int, desc_size: int,
                  max_inflight: int = 64) -> None:
+        #: Set once the device is open and mapped: failures after it are not start-up errors.
+        self.started = False
+        #: Set when the broker closed the device under us.
+        self.device_lost = False
         self.store = store
         self.path = os.path.join(rundir, "pvfs2-req")
         self.desc_count, self.desc_size = desc_count, desc_size
@@ -88,6 +95,7 @@ class Daemon:
         async with Device.connect(self.path) as device:
             token, self.buffers = await handshake(device, desc_count=self.desc_count, desc_size=self.desc_size)
             log.info("device open and mapped: %d slots of %d bytes", self.desc_count, self.desc_size)
+            self.started = True
             try:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
@@ -150,7 +158,8 @@ class Daemon:
                             raise ProtocolFatal("the device refused our downcall version or magic")
                         log.warning("the broker refused a downcall: %s", os.strerror(-result))
         except (BrokenPipeError, ConnectionResetError):
-            log.info("the broker closed the device")
+            log.warning("the broker closed the device")
+            self.device_lost = True
         finally:
             sock.close()
             self.stopped.set()
@@ -253,6 +262,7 @@ async def serve(store: Store, rundir: str, *, desc_count: int, desc_size: int, m
     """Run one daemon until the device goes away or a signal comes; return the exit status."""
     daemon = Daemon(store, rundir, desc_count=desc_count, desc_size=desc_size, max_inflight=max_inflight)
     fatal: list[BaseException] = []
+    failed: list[BaseException] = []
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
@@ -260,10 +270,18 @@ async def serve(store: Store, rundir: str, *, desc_count: int, desc_size: int, m
             nursery.cancel_scope.cancel()
     except* ProtocolFatal as group:
         fatal.extend(group.exceptions)
+    except* Exception as group:
+        failed.extend(group.exceptions)
     if fatal:
         log.error("protocol-fatal: %s", fatal[0])
         return EXIT_PROTOCOL
-    return EXIT_OK
+    if failed:
+        if not daemon.started:
+            log.error("start-up failed: %s", failed[0])
+            return EXIT_STARTUP
+        log.error("failed after start-up", exc_info=failed[0])
+        return EXIT_CRASHED
+    return EXIT_DEVICE_LOST if daemon.device_lost else EXIT_OK
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

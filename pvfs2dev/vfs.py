@@ -59,7 +59,7 @@ class Result:
     result: int  # 0 or -errno
     tag: int = 0
     downcall: bytes = bytes(DOWNCALL_SIZE)
-    data: bytes = b""  # FILE_IO read data, or the READDIR trailer
+    data: bytes | bytearray = b""  # FILE_IO read data, or the READDIR trailer
 
 
 @dataclasses.dataclass(eq=False)
@@ -176,7 +176,7 @@ def start(call: Call, upcall: bytes | bytearray, done: Callable[[Result], None])
     call.kernel.service(op, call.broker.now())
 
 
-async def perform(call: Call, upcall: bytes | bytearray, data: bytes = b"") -> Result:
+async def perform(call: Call, upcall: bytes | bytearray, data: bytes | memoryview = b"") -> Result:
     """Do what the kernel does for one upcall-shaped request (see the module docstring).
 
     Args:
@@ -210,7 +210,7 @@ def _amt_complete(op: Op) -> int:
     return struct.unpack_from("<q", op.downcall, _AMT_AT)[0]
 
 
-async def file_io(call: Call, upcall: bytes | bytearray, data: bytes = b"") -> Result:
+async def file_io(call: Call, upcall: bytes | bytearray, data: bytes | memoryview = b"") -> Result:
     """Direct I/O in slot-size chunks (``wait_for_direct_io`` / ``do_readv_writev``)."""
     kernel, broker = call.kernel, call.broker
     _, _, count, _, offset = _IO_FIELDS.unpack_from(upcall, _IO_AT)
@@ -291,7 +291,7 @@ def _io_result(done: int, error: int, tag: int, downcall: bytes, out: bytearray)
     reply = bytearray(downcall)
     struct.pack_into("<IiqQ", reply, 0, OpCode.FILE_IO, 0, 0, 0)
     struct.pack_into("<q", reply, _AMT_AT, done)
-    return Result(0, tag, bytes(reply), bytes(out))
+    return Result(0, tag, bytes(reply), out)
 
 
 async def readdir(call: Call, upcall: bytes | bytearray) -> Result:

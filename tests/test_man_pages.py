@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
+from clientcore.cli import command as clientcore_command
 from pvfs2dev.cli import main as pvfs2dev_main
 
 MAN = Path(__file__).resolve().parent.parent / "man"
@@ -24,7 +25,9 @@ def _man_options(page: Path) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
 
 
-@pytest.mark.parametrize(("page", "command"), [("pvfs2dev.1", pvfs2dev_main.commands["serve"])])
+@pytest.mark.parametrize(
+    ("page", "command"), [("pvfs2dev.1", pvfs2dev_main.commands["serve"]), ("clientcore.1", clientcore_command)]
+)
 def test_man_page_lists_the_same_options_as_help(page, command):
     """STYLE §10: a man page mirrors --help, option for option."""
     assert _man_options(MAN / page) == _help_options(command)

@@ -1,0 +1,237 @@
+"""Whole-stack benchmark: caller → broker → clientcore → embedded store → back.
+
+    python -m tools.stack_bench [--runs 5] [--seconds 2] [--mib 256] [--json | --markdown]
+
+Figures, each the median of ``--runs`` timed runs after a warm-up (min–max):
+
+* **GETATTR end to end**, 64 in flight: ops/s through the broker, the
+  ``clientcore`` daemon and its SQLite store (three processes).
+* **FILE_IO write / read**, 4 MiB requests through 4 MiB slots, 4 in flight:
+  MB/s of a ``--mib`` file whose data stays in the page cache.
+* beside them, in the same run: a 4 MiB ``memcpy`` into an mmap (one copy, the
+  floor of any shared-buffer design) and ``pwrite``/``pread`` of 4 MiB on a
+  page-cache file (what the store's own syscalls cost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+
+import pvfs2proto as proto
+from pvfs2proto.channels import VFS_LENGTH, VFS_REPLY
+
+from .broker_bench import PY, Caller, _message, _summary, _wait_for, _wait_in_service
+
+CHUNK = 4 << 20
+
+
+@contextlib.contextmanager
+def stack(tmp: Path):
+    rundir, store = tmp / "run", tmp / "store"
+    broker = subprocess.Popen([PY, "-m", "pvfs2dev.cli", "serve", "--rundir", str(rundir), "--log-level", "warning"])
+    core = None
+    try:
+        _wait_for(rundir / "pvfs2-vfs")
+        core = subprocess.Popen([PY, "-m", "clientcore.daemon", "--rundir", str(rundir), "--store", str(store),
+                                 "--desc-count", "10", "--desc-size", "4MiB", "--log-level", "warning"])
+        yield rundir
+    finally:
+        for proc in (core, broker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
+class DataCaller(Caller):
+    """A caller that also carries data and reads replies whole."""
+
+    def send_with(self, upcall: bytes, data: bytes = b"") -> None:
+        message = _message(self.next_id, upcall)
+        self.next_id += 1
+        length = VFS_LENGTH.unpack_from(message)[0] + len(data)
+        self._send_all(VFS_LENGTH.pack(length) + message[4:] + data)
+
+    def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                import select
+
+                select.select([], [self.sock], [], 1.0)
+
+    async def whole_replies(self) -> list[tuple[int, bytes]]:
+        """(result, body after the reply head) of every reply that has arrived."""
+        while True:
+            try:
+                chunk = self.sock.recv(8 << 20)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            if not chunk:
+                raise ConnectionError("broker closed the VFS channel")
+            self.buffer += chunk
+            out, pos = [], 0
+            while len(self.buffer) - pos >= 4:
+                (length,) = VFS_LENGTH.unpack_from(self.buffer, pos)
+                if len(self.buffer) - pos - 4 < length:
+                    break
+                result = VFS_REPLY.unpack_from(self.buffer, pos + 4)[0]
+                out.append((result, bytes(self.buffer[pos + 4 + VFS_REPLY.size : pos + 4 + length])))
+                pos += 4 + length
+            del self.buffer[:pos]
+            if out:
+                return out
+
+
+def _upcall(op, member, body) -> bytes:
+    return proto.encode_upcall({"type": op, "req": {member: body}})
+
+
+async def _mount(caller: DataCaller) -> dict:
+    caller.send_with(_upcall(proto.OpCode.FS_MOUNT, "fs_mount",
+                             {"orangefs_config_server": b"tcp://localhost:3334/pvfs2-fs"}))
+    result, body = (await caller.whole_replies())[0]
+    if result:
+        raise RuntimeError(f"mount failed: {result}")
+    info = proto.decode_downcall(body[: proto.DOWNCALL_SIZE], proto.OpCode.FS_MOUNT).resp.fs_mount
+    return {"khandle": info.root_khandle, "fs_id": info.fs_id}
+
+
+async def measure_stack(runs: int, seconds: float, mib: int) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as rundir:
+        await _wait_in_service(rundir)
+        caller = DataCaller(rundir / "pvfs2-vfs")
+        try:
+            root = await _mount(caller)
+            import tools.broker_bench as bb
+
+            getattr_root = _upcall(proto.OpCode.GETATTR, "getattr", {"refn": root, "mask": proto.AttrMask.ALL_NOHINT})
+            saved, bb.GETATTR = bb.GETATTR, getattr_root
+            try:
+                await caller.run(64, seconds / 2)
+                results["GETATTR end to end, 64 in flight, ops/s"] = _summary(
+                    [await caller.run(64, seconds) for _ in range(runs)])
+            finally:
+                bb.GETATTR = saved
+            name = f"bench-{os.getpid()}".encode()
+            caller.send_with(_upcall(proto.OpCode.CREATE, "create",
+                                     {"parent_refn": root, "attributes": {"perms": 0o644, "mask": 0x3F},
+                                      "d_name": name}))
+            result, body = (await caller.whole_replies())[0]
+            if result:
+                raise RuntimeError(f"create failed: {result}")
+            refn = proto.decode_downcall(body[: proto.DOWNCALL_SIZE], proto.OpCode.CREATE).resp.create.refn
+            refn = {"khandle": refn.khandle, "fs_id": refn.fs_id}
+            data = os.urandom(CHUNK)
+            total = mib << 20
+            for io_type, label in ((proto.IoType.WRITE, "write"), (proto.IoType.READ, "read")):
+                rates = []
+                for run in range(runs + 1):  # the first run warms up
+                    rate = await _stream(caller, refn, io_type, data, total)
+                    if run:
+                        rates.append(rate)
+                results[f"FILE_IO {label}, 4 MiB × 4 in flight, MB/s"] = _summary(rates)
+        finally:
+            caller.close()
+    return results
+
+
+async def _stream(caller: DataCaller, refn: dict, io_type: int, data: bytes, total: int) -> float:
+    inflight, offset, done = 4, 0, 0
+    start = time.perf_counter()
+
+    def send_next() -> None:
+        nonlocal offset
+        up = _upcall(proto.OpCode.FILE_IO, "io", {"count": CHUNK, "offset": offset, "refn": refn, "io_type": io_type})
+        caller.send_with(up, data if io_type == proto.IoType.WRITE else b"")
+        offset += CHUNK
+
+    for _ in range(inflight):
+        send_next()
+    while done < total:
+        for result, body in await caller.whole_replies():
+            if result:
+                raise RuntimeError(f"FILE_IO failed: {result}")
+            done += CHUNK
+            if offset < total:
+                send_next()
+    return total / (time.perf_counter() - start) / 1e6
+
+
+def floors(runs: int) -> dict:
+    data = os.urandom(CHUNK)
+    with tempfile.TemporaryFile() as f:
+        f.truncate(CHUNK)
+        m = mmap.mmap(f.fileno(), CHUNK)
+        rates = []
+        for _ in range(runs):
+            n, start = 200, time.perf_counter()
+            for _ in range(n):
+                m[:] = data
+            rates.append(n * CHUNK / (time.perf_counter() - start) / 1e6)
+        m.close()
+    results = {"reference: memcpy 4 MiB into an mmap, MB/s": _summary(rates)}
+    with tempfile.NamedTemporaryFile(dir=os.environ.get("TMPDIR")) as f:
+        fd, buf = f.fileno(), bytearray(CHUNK)
+        for label, op in (("pwrite", lambda off: os.pwrite(fd, data, off)),
+                          ("pread", lambda off: os.preadv(fd, [buf], off))):
+            rates = []
+            for _ in range(runs + 1):
+                n, start = 64, time.perf_counter()
+                for i in range(n):
+                    op(i * CHUNK)
+                rates.append(n * CHUNK / (time.perf_counter() - start) / 1e6)
+            results[f"reference: {label} 4 MiB on a page-cache file, MB/s"] = _summary(rates[1:])
+    return results
+
+
+@click.command()
+@click.option("--runs", default=5, show_default=True)
+@click.option("--seconds", default=2.0, show_default=True, help="Length of one GETATTR run.")
+@click.option("--mib", default=256, show_default=True, help="Size of the FILE_IO file, MiB.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--markdown", is_flag=True)
+def main(runs: int, seconds: float, mib: int, as_json: bool, markdown: bool) -> None:
+    """GETATTR and FILE_IO through the whole stack, beside copy and syscall floors."""
+    results = trio.run(measure_stack, runs, seconds, mib)
+    results.update(floors(runs))
+    machine = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"
+    if as_json:
+        click.echo(json.dumps({"machine": machine, "runs": runs, "results": results}, indent=2))
+        return
+
+    def fmt(r):
+        return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
+
+    if markdown:
+        click.echo("| figure | median (min–max) |\n|---|---:|")
+        for name, r in results.items():
+            click.echo(f"| {name} | {fmt(r)} |")
+        return
+    table = Table(title=f"whole stack — median of {runs} runs, {machine}")
+    table.add_column("figure")
+    table.add_column("median (min–max)", justify="right")
+    for name, r in results.items():
+        table.add_row(name, fmt(r))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
+
