@@ -184,9 +184,15 @@ def test_describe_exit(exit, text):
 
 def test_exit_status_values_are_the_documented_ones():
     """The daemon's and the watchdog's exit statuses have the documented numbers."""
-    assert [int(s) for s in DaemonExit] == [0, 1, 244]
+    assert [int(s) for s in DaemonExit] == [0, 1, 70, 75, 244]
     assert {s.name: int(s) for s in WatchdogExit} == {
         "CLEAN": 0, "TOO_MANY_RESTARTS": 3, "PROTOCOL_FATAL": 4, "STARTUP_ERROR": 5}
+
+
+@pytest.mark.parametrize("status", [DaemonExit.CRASHED, DaemonExit.DEVICE_LOST])
+def test_a_crash_after_start_up_and_a_lost_device_are_restarted(status):
+    """Exit 70 (failure after start-up) and 75 (broker closed the device) are restarted, not final."""
+    assert isinstance(Policy().decide(int(status), 100.0, [Run(0.0, 100.0)]), Restart)
 
 
 def test_main_runs_the_daemon_module_with_its_arguments():
