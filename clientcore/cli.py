@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -51,10 +52,10 @@ class Size(click.ParamType):
               help="Bytes per I/O slot (a power of two).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=64, show_default=True,
               help="Most ops answered at once.")
-@click.option("--targets", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Data target directories of a new store.")
-@click.option("--stripe-size", type=Size(), default="64KiB", show_default=True,
-              help="Stripe unit of a new store.")
+@click.option("--targets", type=click.IntRange(min=1), default=None,
+              help="Data target directories of a new store [default: 4; an existing store keeps its own].")
+@click.option("--stripe-size", type=Size(), default=None,
+              help="Stripe unit of a new store [default: 64KiB; an existing store keeps its own].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--watchdog", is_flag=True, help="Run under the watchdog, restarted when it dies.")
@@ -75,8 +76,8 @@ def command(rundir, store_dir, desc_count, desc_size, max_inflight, targets, str
         click.echo(f"clientcore: store refused: {exc.strerror}", err=True)
         sys.exit(EXIT_STARTUP)
     try:
-        status = trio.run(serve, store, str(rundir), desc_count=desc_count, desc_size=desc_size,
-                          max_inflight=max_inflight)
+        status = trio.run(functools.partial(serve, store, str(rundir), desc_count=desc_count,
+                                            desc_size=desc_size, max_inflight=max_inflight))
     except (OSError, ValueError) as exc:
         click.echo(f"clientcore: {exc}", err=True)
         status = EXIT_STARTUP

@@ -54,6 +54,9 @@ EXIT_PROTOCOL = 244
 IO_PIECE = 1 << 20
 #: Most READs the loop keeps outstanding while ops keep coming.
 MAX_READS = 8
+#: How long an idle POLL waits before the loop reads anyway (a CANCEL comes
+#: without waking pollers).
+POLL_TIMEOUT_MS = 100
 
 
 class ProtocolFatal(Exception):
@@ -142,13 +145,19 @@ class Daemon:
                         self.reads -= 1
                         if result > 0:
                             self.active += 1
-                            ops.start_soon(self._answer, payload)
+                            # Registered before any task runs, so a CANCEL read
+                            # in the same batch always finds the I/O it names.
+                            (tag,) = struct.unpack_from("<Q", payload, 8)
+                            entry = self.inflight[tag] = _InFlight(tag)
+                            ops.start_soon(self._answer, payload, entry)
                             # Ops keep coming: ramp the reads up.
                             self._read_more(2 if self.reads < MAX_READS - 1 else 1)
                         elif result != -errno.EAGAIN:
                             raise OSError(-result, f"READ: {os.strerror(-result)}")
                         elif self.reads == 0 and not self.polling and self._room():
-                            channel.send(DeviceCall.POLL, POLLIN, -1)
+                            # With a timeout, as the real client-core: the kernel
+                            # queues a CANCEL without waking pollers (spec §1.5).
+                            channel.send(DeviceCall.POLL, POLLIN, POLL_TIMEOUT_MS)
                             self.polling = True
                     elif call == DeviceCall.POLL:
                         self.polling = False
@@ -157,7 +166,8 @@ class Daemon:
                         if result == -errno.EPROTO:
                             raise ProtocolFatal("the device refused our downcall version or magic")
                         log.warning("the broker refused a downcall: %s", os.strerror(-result))
-        except (BrokenPipeError, ConnectionResetError):
+        except* (BrokenPipeError, ConnectionResetError):
+            # except*: the reset may surface inside the ops nursery, grouped.
             log.warning("the broker closed the device")
             self.device_lost = True
         finally:
@@ -175,9 +185,8 @@ class Daemon:
 
     # -- one op ------------------------------------------------------------------------------------------
 
-    async def _answer(self, frame: bytes) -> None:
-        (tag,) = struct.unpack_from("<Q", frame, 8)
-        entry = self.inflight[tag] = _InFlight(tag)
+    async def _answer(self, frame: bytes, entry: _InFlight) -> None:
+        tag = entry.tag
         try:
             try:
                 request = proto.decode_read_frame(frame, userspace_version=PVFS2DEV_USERSPACE_VERSION)

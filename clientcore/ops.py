@@ -19,11 +19,13 @@ from typing import Callable
 import pvfs2proto as proto
 from pvfs2proto import AttrMask, Features, IoType, ObjType, OpCode, ParamOp, ParamRequestType
 from pvfs2proto.constants import (
+    READDIR_RESPONSE_SIZE,
     ORANGEFS_ITERATE_END,
     ORANGEFS_MAX_DIRENT_COUNT_READDIR,
     ORANGEFS_MAX_XATTR_LISTLEN,
     ORANGEFS_NAME_MAX,
 )
+from pvfs2proto.readdir import entry_size
 from pvfs2proto.structs import mode_to_perms, perms_to_mode
 
 from .store import Attr, Creds, Store, StoreError
@@ -243,7 +245,10 @@ class OpHandlers:
     def readdir(self, up, creds, slot: memoryview) -> Reply:
         """READDIR: entries encoded into the readdir slot, then sent as the trailer."""
         req = up.req.readdir
-        count = min(max(req.max_dirent_count, 0), ORANGEFS_MAX_DIRENT_COUNT_READDIR)
+        # 512 entries of 255-byte names (143 KiB) would not fit a 128 KiB slot:
+        # ask for no more than the slot holds at the longest name.
+        fits = (len(slot) - READDIR_RESPONSE_SIZE) // entry_size(ORANGEFS_NAME_MAX - 1)
+        count = min(max(req.max_dirent_count, 0), ORANGEFS_MAX_DIRENT_COUNT_READDIR, fits)
         entries, token = self.store.readdir(creds, self._ref(req.refn), req.token, count)
         trailer = proto.encode_readdir_trailer(entries, token)
         if len(trailer) > len(slot):

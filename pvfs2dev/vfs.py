@@ -59,7 +59,10 @@ class Result:
     result: int  # 0 or -errno
     tag: int = 0
     downcall: bytes = bytes(DOWNCALL_SIZE)
-    data: bytes | bytearray = b""  # FILE_IO read data, or the READDIR trailer
+    data: bytes | bytearray | memoryview = b""  # FILE_IO read data, or the READDIR trailer
+    #: Called once ``data`` has been sent or copied: a single-slot read hands
+    #: out a view of the slot itself and keeps the slot until then.
+    release: Callable[[], None] | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -184,6 +187,11 @@ async def perform(call: Call, upcall: bytes | bytearray, data: bytes | memoryvie
         upcall: the 8528-byte upcall as the caller built it (tag and
             credentials are the kernel's to fill).
         data: FILE_IO write data (exactly ``io.count`` bytes).
+
+    Returns:
+        The result.  If it has a ``release``, its ``data`` is a view of an I/O
+        slot: the caller must call ``release()`` once it has sent or copied
+        the data, and must not touch the data after that.
     """
     if len(upcall) != UPCALL_SIZE:
         return Result(-errno.EINVAL)
@@ -264,6 +272,12 @@ async def file_io(call: Call, upcall: bytes | bytearray, data: bytes | memoryvie
             return _io_result(done, result, last_tag, last_downcall, out)
         last_downcall = op.downcall
         amt = _amt_complete(op)
+        if io_type == IoType.READ and done == 0 and (amt < chunk or amt == count):
+            # All the data is in this one slot: reply from the slot itself and
+            # put it back once the reply is out (no copy into a buffer).
+            result = _io_result(amt, 0, last_tag, last_downcall, broker.buffers.io.slot(slot)[:amt])
+            result.release = lambda: kernel.io_slots.put(slot, broker.now())
+            return result
         if io_type == IoType.READ:
             out += broker.buffers.io.slot(slot)[:amt]
         kernel.io_slots.put(slot, broker.now())
@@ -284,7 +298,7 @@ def _interrupted_io_result(op: Op, result: int, io_type: int, offset: int, chunk
     return -errno.EINTR if offset == 0 else 0
 
 
-def _io_result(done: int, error: int, tag: int, downcall: bytes, out: bytearray) -> Result:
+def _io_result(done: int, error: int, tag: int, downcall: bytes, out: bytearray | memoryview) -> Result:
     """The reply for a (possibly chunked) FILE_IO: bytes moved, or the error if none were."""
     if error < 0 and done == 0:
         return Result(error, tag, downcall)

@@ -155,7 +155,11 @@ class VfsConnection:
             result = await perform(call, upcall, data)
         finally:
             self.calls.pop(req_id, None)
-        self.reply(req_id, result)
+        try:
+            self.reply(req_id, result)
+        finally:
+            if result.release is not None:
+                result.release()  # the reply is sent or copied: the slot may go
 
     def _finished(self, req_id: int, result: Result) -> None:
         self.calls.pop(req_id, None)
