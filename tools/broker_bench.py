@@ -65,6 +65,8 @@ class Caller:
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            self.sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
         self.sock.connect(str(path))
         self.sock.setblocking(False)
         self.buffer = bytearray()
