@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import select
 import socket
 import statistics
 import subprocess
@@ -75,17 +76,20 @@ class Caller:
     def send(self, upcall: bytes, count: int = 1) -> None:
         data = b"".join(_message(self.next_id + i, upcall) for i in range(count))
         self.next_id += count
+        self.send_all(data)
+
+    def send_all(self, data: bytes) -> None:
+        """Send every byte (the benchmark's peer always drains, so a full buffer is brief)."""
         view = memoryview(data)
         while view:
             try:
                 view = view[self.sock.send(view):]
             except BlockingIOError:
-                import select
-
                 select.select([], [self.sock], [], 1.0)
 
-    async def replies(self) -> list[int]:
-        """Results of the replies that have arrived (waits for at least one)."""
+    async def replies(self, *, bodies: bool = False) -> list:
+        """The replies that have arrived (waits for at least one): their results, or
+        ``(result, body after the reply head)`` pairs with ``bodies``."""
         while True:
             try:
                 chunk = self.sock.recv(1 << 20)
@@ -95,16 +99,20 @@ class Caller:
             if not chunk:
                 raise ConnectionError("broker closed the VFS channel")
             self.buffer += chunk
-            results, pos = [], 0
+            out, pos = [], 0
             while len(self.buffer) - pos >= 4:
                 (length,) = VFS_LENGTH.unpack_from(self.buffer, pos)
                 if len(self.buffer) - pos - 4 < length:
                     break
-                results.append(VFS_REPLY.unpack_from(self.buffer, pos + 4)[0])
+                result = VFS_REPLY.unpack_from(self.buffer, pos + 4)[0]
+                if bodies:
+                    out.append((result, bytes(self.buffer[pos + 4 + VFS_REPLY.size : pos + 4 + length])))
+                else:
+                    out.append(result)
                 pos += 4 + length
             del self.buffer[:pos]
-            if results:
-                return results
+            if out:
+                return out
 
     async def call(self, upcall: bytes) -> int:
         self.send(upcall)

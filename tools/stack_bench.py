@@ -62,17 +62,7 @@ class DataCaller(Caller):
         message = _message(self.next_id, upcall)
         self.next_id += 1
         length = VFS_LENGTH.unpack_from(message)[0] + len(data)
-        self._send_all(VFS_LENGTH.pack(length) + message[4:] + data)
-
-    def _send_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self.sock.send(view):]
-            except BlockingIOError:
-                import select
-
-                select.select([], [self.sock], [], 1.0)
+        self.send_all(VFS_LENGTH.pack(length) + message[4:] + data)
 
     async def results(self) -> list[int]:
         """Results of the replies that have arrived, reading past their bodies without copying them.
@@ -113,26 +103,7 @@ class DataCaller(Caller):
 
     async def whole_replies(self) -> list[tuple[int, bytes]]:
         """(result, body after the reply head) of every reply that has arrived."""
-        while True:
-            try:
-                chunk = self.sock.recv(8 << 20)
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.sock)
-                continue
-            if not chunk:
-                raise ConnectionError("broker closed the VFS channel")
-            self.buffer += chunk
-            out, pos = [], 0
-            while len(self.buffer) - pos >= 4:
-                (length,) = VFS_LENGTH.unpack_from(self.buffer, pos)
-                if len(self.buffer) - pos - 4 < length:
-                    break
-                result = VFS_REPLY.unpack_from(self.buffer, pos + 4)[0]
-                out.append((result, bytes(self.buffer[pos + 4 + VFS_REPLY.size : pos + 4 + length])))
-                pos += 4 + length
-            del self.buffer[:pos]
-            if out:
-                return out
+        return await self.replies(bodies=True)
 
 
 def _upcall(op, member, body) -> bytes:
