@@ -176,7 +176,8 @@ class ControlServer:
 
     def _mounts(self) -> list[dict]:
         return [
-            {"fs_id": m.fs_id, "id": m.id, "devname": m.devname.decode(errors="replace"), "pending": m.pending}
+            {"fs_id": m.fs_id, "id": m.id, "devname": m.devname.decode(errors="replace"),
+             "root": m.root_khandle.hex(), "pending": m.pending}
             for m in self.kernel.mounts
         ]
 

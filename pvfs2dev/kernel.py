@@ -325,10 +325,10 @@ class Kernel:
         self.mounts.append(mount)
         return mount
 
-    def remove_mount(self, fs_id: int) -> Mount | None:
-        """Forget a filesystem (after its FS_UMOUNT)."""
+    def remove_mount(self, fs_id: int, mount_id: int | None = None) -> Mount | None:
+        """Forget a filesystem (after its FS_UMOUNT); ``mount_id`` picks one of several with that fs_id."""
         for i, mount in enumerate(self.mounts):
-            if mount.fs_id == fs_id:
+            if mount.fs_id == fs_id and mount_id in (None, mount.id):
                 return self.mounts.pop(i)
         return None
 

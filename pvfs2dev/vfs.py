@@ -371,11 +371,14 @@ async def mount(call: Call, upcall: bytes | bytearray) -> Result:
 
 async def umount(call: Call, upcall: bytes | bytearray) -> Result:
     """umount(2): FS_UMOUNT for a mounted fs; it leaves the list whatever the reply."""
-    fs_id = struct.unpack_from("<i", upcall, 44)[0]
-    mount_ = call.kernel.mount_by_fs_id(fs_id)
+    # fs_umount: id @40, fs_id @44.  The id tells apart two mounts of one fs.
+    mount_id, fs_id = struct.unpack_from("<ii", upcall, 40)
+    mount_ = next((m for m in call.kernel.mounts if m.fs_id == fs_id and m.id == mount_id), None)
+    if mount_ is None:
+        mount_ = call.kernel.mount_by_fs_id(fs_id)
     if mount_ is None:
         return Result(-errno.EINVAL)
-    call.kernel.remove_mount(fs_id)
+    call.kernel.remove_mount(fs_id, mount_.id)
     op = await _send_umount(call, mount_)
     return Result(op.result, op.tag, op.downcall or bytes(DOWNCALL_SIZE))
 

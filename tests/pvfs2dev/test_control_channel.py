@@ -25,6 +25,7 @@ from pvfs2proto.constants import PVFS2DEV_USERSPACE_VERSION
 from pvfs2proto.upcall import value32_pair, value64_of
 
 from .live import (
+    ROOT,
     DEVNAME,
     FS_ID,
     HandCore,
@@ -95,7 +96,7 @@ async def test_status_with_a_client_core_and_a_mount(broker, rundir):
             assert s["open_count"] == 1 and s["daemon_in_service"] is True
             assert s["userspace_version"] == PVFS2DEV_USERSPACE_VERSION
             assert s["features"] == proto.Features.READAHEAD
-            assert s["mounts"] == [{"fs_id": FS_ID, "id": 1, "devname": DEVNAME.decode(), "pending": False}]
+            assert s["mounts"] == [{"fs_id": FS_ID, "id": 1, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False}]
             io, readdir = s["buffers"]
             assert (io["name"], io["count"], io["c"], io["busy"], io["slot_size"]) == ("io", 3, 3, [], 1 * MiB)
             assert (readdir["name"], readdir["count"], readdir["c"], readdir["slot_size"]) == (

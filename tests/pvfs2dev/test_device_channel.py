@@ -25,6 +25,7 @@ from pvfs2proto.constants import MAX_DEV_REQ_DOWNSIZE, MAX_DEV_REQ_UPSIZE, ORANG
 from pvfs2proto.ioctl import ORANGEFS_dev_map_desc
 
 from .live import (
+    ROOT,
     DEVNAME,
     FS_ID,
     NONBLOCK,
@@ -379,7 +380,7 @@ async def test_remount_all_is_answered_out_of_order_after_its_upcalls(broker, ru
             assert replies[remount_seq].call == IOCTL and replies[remount_seq].result == 0
 
             s = await status(rundir)
-            assert s["mounts"] == [{"fs_id": FS_ID, "id": 2, "devname": DEVNAME.decode(), "pending": False}]
+            assert s["mounts"] == [{"fs_id": FS_ID, "id": 2, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False}]
             assert s["features"] == 1
             # The held-off GETATTR is queued now and can be served.
             frame = await dev.call(READ, MAX_DEV_REQ_UPSIZE)
