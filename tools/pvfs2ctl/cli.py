@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import sys
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
@@ -91,7 +90,3 @@ def _register() -> None:
 
 
 _register()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,11 @@ T = TypeVar("T")
 
 pass_broker = click.pass_obj  # ctx.obj is the group's Broker
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the broker's reply as JSON.")
+
+def json_option(f=None, *, help: str = "Print the broker's reply as JSON."):
+    """``--json``: for scripts, the reply as it came (usable bare or with a help text)."""
+    option = click.option("--json", "as_json", is_flag=True, help=help)
+    return option(f) if f is not None else option
 
 
 # -- plumbing --------------------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ def select_ops(rows: list[dict], state: str | None = None, op_type: str | None =
               help="Only ops of this type, e.g. getattr or OP_FILE_IO.")
 @click.option("--older-than", type=click.FloatRange(min=0), metavar="SECS", default=None,
               help="Only ops older than SECS seconds.")
-@json_option
+@json_option(help="Print the broker's reply (after the filters) as JSON.")
 @pass_broker
 def ops(broker: Broker, state: str | None, op_type: str | None, older_than: float | None, as_json: bool) -> None:
     """One row per op in flight: tag, op, state bits, age, attempts, uid/gid/pid, fs_id, slot, list position."""
@@ -229,7 +233,7 @@ def stats(broker: Broker, prometheus: bool, as_json: bool) -> None:
               metavar="FILE", help="Also write every transition to FILE as JSON lines.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after N transitions [default: run until Ctrl-C].")
-@json_option
+@json_option(help="Print each transition as one JSON object per line.")
 @pass_broker
 def trace(broker: Broker, record: Path | None, count: int | None, as_json: bool) -> None:
     """Stream op state transitions as they happen: time, tag, op, event, before -> after."""

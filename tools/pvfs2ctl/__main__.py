@@ -1,0 +1,5 @@
+"""``python -m pvfs2ctl``: the same as the ``pvfs2ctl`` command."""
+
+from .cli import main
+
+main()
