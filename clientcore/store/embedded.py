@@ -222,13 +222,19 @@ def _err(code: int, message: str | None = None) -> StoreError:
     return StoreError(code, message or os.strerror(code))
 
 
+def _as_bytes(value, err: int, what: str) -> bytes:
+    """``value`` as bytes (memoryview and bytearray too), or StoreError ``err``."""
+    if type(value) is bytes:
+        return value
+    try:
+        return bytes(value)
+    except TypeError:
+        raise _err(err, f"{what} is not bytes") from None
+
+
 def _handle(handle) -> bytes:
     """The handle as bytes; anything not 16 bytes names no object (ENOENT)."""
-    if type(handle) is not bytes:
-        try:
-            handle = bytes(handle)
-        except TypeError:
-            raise _err(errno.ENOENT, "handle is not bytes") from None
+    handle = _as_bytes(handle, errno.ENOENT, "handle")
     if len(handle) != 16:
         raise _err(errno.ENOENT, f"handle of {len(handle)} bytes")
     return handle
@@ -236,11 +242,7 @@ def _handle(handle) -> bytes:
 
 def _name(name) -> bytes:
     """Check one directory-entry name: EINVAL (empty, '.', '..', '/', NUL), ENAMETOOLONG (> 255)."""
-    if type(name) is not bytes:
-        try:
-            name = bytes(name)
-        except TypeError:
-            raise _err(errno.EINVAL, "name is not bytes") from None
+    name = _as_bytes(name, errno.EINVAL, "name")
     if not name:
         raise _err(errno.EINVAL, "empty name")
     if len(name) > NAME_MAX:
@@ -254,11 +256,7 @@ def _name(name) -> bytes:
 
 def _xattr_key(key) -> bytes:
     """Check an xattr name: non-empty, no NUL, shorter than ORANGEFS_MAX_XATTR_NAMELEN (EINVAL)."""
-    if type(key) is not bytes:
-        try:
-            key = bytes(key)
-        except TypeError:
-            raise _err(errno.EINVAL, "xattr key is not bytes") from None
+    key = _as_bytes(key, errno.EINVAL, "xattr key")
     if not key or b"\0" in key:
         raise _err(errno.EINVAL, "xattr key empty or holding NUL")
     if len(key) >= ORANGEFS_MAX_XATTR_NAMELEN:

@@ -17,18 +17,18 @@ import dataclasses
 import errno
 import struct
 from pathlib import Path
-from typing import Callable
 
 import trio
 
 import pvfs2proto as proto
 from clientcore.daemon import Daemon
-from pvfs2ctl.client import ControlClient, VfsClient, VfsReply
+from pvfs2ctl.client import VfsClient, VfsReply
 from pvfs2dev.server import Config, Server
 from pvfs2proto import AttrMask, IoType, OpCode
 from pvfs2proto.constants import DOWNCALL_SIZE, ORANGEFS_ITERATE_START, UPCALL_SIZE
 from pvfs2proto.structs import mode_to_perms
 
+from ..pvfs2dev.live import assert_quiescent, control, maps_full, wait_for  # noqa: F401 (used by the tests)
 from .memstore import MemStore
 
 DEVNAME = b"tcp://localhost:3334/orangefs"
@@ -129,42 +129,6 @@ async def start_stack(nursery: trio.Nursery, rundir: Path, *, store: MemStore | 
 
 
 # -- control channel ----------------------------------------------------------------------------------------
-
-
-async def control(rundir: Path, cmd: str, **fields) -> dict:
-    async with ControlClient.connect(ctl_path(rundir)) as ctl:
-        return await ctl.request(cmd, **fields)
-
-
-async def wait_for(rundir: Path, predicate: Callable[[dict], bool], *, cmd: str = "status",
-                   timeout: float = 10.0, **fields) -> dict:
-    """Ask the control channel until ``predicate(reply)`` holds (TooSlowError after ``timeout``)."""
-    with trio.fail_after(timeout):
-        while True:
-            reply = await control(rundir, cmd, **fields)
-            if predicate(reply):
-                return reply
-            await trio.sleep(0.01)
-
-
-def maps_full(maps: list[dict]) -> bool:
-    return all(m["c"] == m["count"] and m["count"] > 0 and not m["busy"] and m["waiters"] == 0 for m in maps)
-
-
-async def assert_quiescent(rundir: Path, timeout: float = 5.0) -> dict:
-    """Nothing queued or in progress, no live op, both slot maps full."""
-    def quiet(s: dict) -> bool:
-        return s["request_list"] == 0 and s["in_progress"] == 0 and not s["ops_by_state"] and maps_full(s["buffers"])
-
-    try:
-        return await wait_for(rundir, quiet, timeout=timeout)
-    except trio.TooSlowError:
-        s = await control(rundir, "status")
-        ops = await control(rundir, "ops")
-        raise AssertionError(f"broker not quiescent: {s} ops={ops['ops']}") from None
-
-
-# -- upcalls ------------------------------------------------------------------------------------------------
 
 
 def kref(handle: bytes = ROOT, fs_id: int = FS_ID) -> dict:
