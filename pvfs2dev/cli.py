@@ -17,7 +17,7 @@ from pvfs2proto.constants import (
 )
 
 from .rundir import default_rundir
-from .server import Config, Server
+from .server import DEFAULT_FSNAME, Config, Server
 
 
 @click.group()
@@ -40,7 +40,14 @@ def main() -> None:
               show_default=True, help="Readdir slots installed at MAP.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="debug logs every op state change with its tag and op name.")
-def serve(rundir, op_timeout, slot_timeout, hash_table_size, readdir_slots, log_level) -> None:
+@click.option("--mount", "mount", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Mount the filesystem here with FUSE (FS_MOUNT when a client-core answers).")
+@click.option("--fsname", default=DEFAULT_FSNAME, show_default=True,
+              help="The device string the mount's FS_MOUNT carries.")
+@click.option("-o", "--option", "options", multiple=True, default=None, metavar="OPT[,OPT...]",
+              help="FUSE mount option, repeatable (allow_other, default_permissions, ...).")
+def serve(rundir, op_timeout, slot_timeout, hash_table_size, readdir_slots, log_level, mount, fsname,
+          options) -> None:
     """Run the broker in the foreground until SIGINT or SIGTERM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = Config(
@@ -49,6 +56,9 @@ def serve(rundir, op_timeout, slot_timeout, hash_table_size, readdir_slots, log_
         slot_timeout_secs=slot_timeout,
         hash_table_size=hash_table_size,
         readdir_slots=readdir_slots,
+        mount=mount,
+        fsname=fsname,
+        mount_options=list(options),
     )
 
     async def run() -> None:

@@ -22,6 +22,9 @@ from .vfs_server import VfsServer
 
 log = logging.getLogger("pvfs2dev")
 
+#: The device string a mount's FS_MOUNT carries unless told otherwise.
+DEFAULT_FSNAME = "tcp://localhost:3334/pvfs2-fs"
+
 
 @dataclasses.dataclass
 class Config:
@@ -30,6 +33,12 @@ class Config:
     slot_timeout_secs: int | None = None
     hash_table_size: int = ORANGEFS_DEFAULT_HASH_TABLE_SIZE
     readdir_slots: int = ORANGEFS_READDIR_DEFAULT_DESC_COUNT
+    #: Where to mount the filesystem with FUSE (None: no mount).
+    mount: Path | None = None
+    #: The device string the mount's FS_MOUNT carries.
+    fsname: str = DEFAULT_FSNAME
+    #: FUSE mount options (``allow_other``, ``default_permissions`` …).
+    mount_options: list[str] = dataclasses.field(default_factory=list)
 
 
 async def _bind(path: Path, kind: int, mode: int) -> trio.socket.SocketType:
@@ -63,6 +72,8 @@ class Server:
         self.device = DeviceServer(self.broker)
         self.vfs = VfsServer(self.broker)
         self.control = ControlServer(self.broker)
+        self.fuse = None
+        self._failed: OSError | None = None
         self.paths = [self.rundir / DEVICE_SOCKET, self.rundir / VFS_SOCKET, self.rundir / CONTROL_SOCKET]
 
     async def run(self, *, handle_signals: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -77,6 +88,13 @@ class Server:
                 await nursery.start(self.vfs.serve, sockets[1])
                 await nursery.start(self.control.serve, trio.SocketListener(sockets[2]))
                 log.info("broker serving in %s", self.rundir)
+                if self.config.mount is not None:
+                    # Imported here: pyfuse3 is only needed for a mount.
+                    from .fuse import FuseMount
+
+                    self.fuse = FuseMount(self.broker, self.config.mount, fsname=self.config.fsname,
+                                          options=self.config.mount_options)
+                    nursery.start_soon(self._run_fuse, nursery.cancel_scope)
                 task_status.started(self)
                 if handle_signals:
                     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -85,6 +103,8 @@ class Server:
                             break
                     await self.shutdown()
                     nursery.cancel_scope.cancel()
+            if self._failed is not None:
+                raise self._failed
         finally:
             for sock in sockets:
                 sock.close()
@@ -98,14 +118,26 @@ class Server:
                 self.broker.buffers.close()
                 self.broker.buffers = None
 
+    async def _run_fuse(self, scope: trio.CancelScope) -> None:
+        """The FUSE session; if it cannot be mounted the broker stops with that error."""
+        try:
+            await self.fuse.run()
+        except OSError as exc:
+            log.error("%s", exc)
+            self._failed = exc
+            scope.cancel()
+
     async def shutdown(self) -> None:
-        """Release the device as a client-core close would, then end every waiting call.
+        """Unmount, release the device as a client-core close would, then end every waiting call.
 
         The release purges what is in flight; calls that would retry are then
         ended with EINTR, as the processes of a system going down are killed,
         and each gets its reply before the sockets close.
         """
         now = trio.current_time()
+        if self.fuse is not None:
+            # Unmount first, while the client-core can still answer FS_UMOUNT.
+            await self.fuse.stop()
         if self.device.file is not None:
             self.device.release(self.device.file)
         for conn in list(self.vfs.connections):

@@ -1,0 +1,482 @@
+"""A real mount: ``pvfs2dev serve --mount`` with a real client-core, driven by real programs (issue 6).
+
+The module fixture runs ``pvfs2dev serve --rundir D --mount M`` and
+``clientcore --rundir D --store S`` as processes; both are always terminated
+and the mount must be gone afterwards (``/proc/mounts``).  Each test then runs
+ordinary programs (coreutils, tar, find, dd, diff) or plain syscalls on the
+mount and checks what they see.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _why_not() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing: this machine cannot mount FUSE filesystems"
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError as exc:
+        return f"pyfuse3 cannot be imported ({exc}); ./dev installs fuse3, libfuse3-dev and pyfuse3"
+    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not usable by this user"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+
+BIN = Path(sys.executable).parent
+DEADLINE = 20.0
+MiB = 1024 * 1024
+
+
+def _command(name: str, module: str) -> list[str]:
+    path = BIN / name
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
+
+
+def mounted(mountpoint: Path) -> bool:
+    """Whether ``mountpoint`` is in /proc/mounts."""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+
+
+def run(*args: str, cwd: Path | None = None, input: bytes | None = None, timeout: float = 60) -> str:
+    """Run a program; its stdout, or a failure showing its stderr."""
+    done = subprocess.run(args, cwd=cwd, input=input, capture_output=True, timeout=timeout)
+    assert done.returncode == 0, f"{args} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
+    return done.stdout.decode(errors="replace")
+
+
+def sh(script: str, cwd: Path, timeout: float = 60) -> str:
+    return run("sh", "-ec", script, cwd=cwd, timeout=timeout)
+
+
+class Stack:
+    """The broker with its mount and a client-core, as processes."""
+
+    def __init__(self, base: Path, *, mount_options: tuple[str, ...] = ()) -> None:
+        self.base = base
+        self.rundir = base / "run"
+        self.store = base / "store"
+        self.mnt = base / "mnt"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self.logs = {name: open(base / f"{name}.log", "wb") for name in ("serve", "clientcore")}
+        options = [arg for opt in mount_options for arg in ("-o", opt)]
+        self.serve = subprocess.Popen(
+            [*_command("pvfs2dev", "pvfs2dev.cli"), "serve", "--rundir", str(self.rundir), "--mount", str(self.mnt),
+             *options], stdin=subprocess.DEVNULL, stdout=self.logs["serve"], stderr=subprocess.STDOUT)
+        self.clientcore = None
+        try:
+            self._wait(lambda: (self.rundir / "pvfs2-req").is_socket(), "the broker's sockets")
+            self.clientcore = subprocess.Popen(
+                [*_command("clientcore", "clientcore.cli"), "--rundir", str(self.rundir), "--store", str(self.store)],
+                stdin=subprocess.DEVNULL, stdout=self.logs["clientcore"], stderr=subprocess.STDOUT)
+            self._wait(lambda: mounted(self.mnt), "the mount")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, ready, what: str) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not ready():
+            if self.serve.poll() is not None:
+                raise AssertionError(f"pvfs2dev serve exited {self.serve.returncode}:\n{self.log('serve')}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {DEADLINE} s:\n{self.log('serve')}")
+            time.sleep(0.05)
+
+    def log(self, name: str) -> str:
+        if not self.logs[name].closed:
+            self.logs[name].flush()
+        return (self.base / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM the broker (it unmounts), then the client-core; kill whatever is left."""
+        for process in (self.serve, self.clientcore):
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=DEADLINE)
+        for f in self.logs.values():
+            f.close()
+        if mounted(self.mnt):  # never leave a stale mount behind, even when the test fails
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+            raise AssertionError(f"{self.mnt} was still mounted after the broker stopped")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("fuse"), mount_options=("default_permissions",))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+    assert stack.serve.returncode == 0, stack.log("serve")
+    assert "Traceback" not in stack.log("serve"), stack.log("serve")
+
+
+@pytest.fixture
+def mnt(stack, request) -> Path:
+    """A fresh directory on the mount for one test."""
+    path = stack.mnt / request.node.name.replace("[", "_").replace("]", "_")
+    path.mkdir()
+    return path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- listing and attributes ------------------------------------------------------------------------------
+
+
+def test_ls_la_shows_the_root_and_new_entries(stack, mnt):
+    """Lookup, getattr and readdir: ``ls -la`` lists ".", ".." and every entry with its type and size."""
+    sh("mkdir sub && printf 12345 > file && ln -s file link", mnt)
+    lines = run("ls", "-la", str(mnt)).splitlines()
+    names = {line.split()[-1] if "->" not in line else line.split()[-3]: line for line in lines[1:]}
+    assert {".", "..", "sub", "file", "link"} <= set(names)
+    assert names["sub"].startswith("d") and names["link"].startswith("l") and names["file"].startswith("-")
+    assert names["file"].split()[4] == "5"
+    root = os.stat(stack.mnt)
+    assert stat.S_ISDIR(root.st_mode) and root.st_mode & stat.S_ISVTX  # the kernel shows the root sticky
+
+
+def test_stat_reports_what_getattr_returned(mnt):
+    """GETATTR fields reach stat(1): size, mode, owner and a stable inode number."""
+    (mnt / "f").write_bytes(b"x" * 1000)
+    os.chmod(mnt / "f", 0o640)
+    out = run("stat", "-c", "%s %a %u %g %i %F", str(mnt / "f")).split(maxsplit=5)
+    assert out[:4] + out[5:] == ["1000", "640", str(os.geteuid()), str(os.getegid()), "regular file\n"]
+    assert out[4] == run("stat", "-c", "%i", str(mnt / "f")).strip() == str(os.stat(mnt / "f").st_ino)
+
+
+def test_mkdir_touch_echo_cat(mnt):
+    """CREATE, MKDIR and FILE_IO: a file written with echo reads back with cat; ENOENT is a negative entry."""
+    sh("mkdir -p a/b/c && touch a/b/c/empty && echo hello world > a/b/c/hi", mnt)
+    assert run("cat", str(mnt / "a/b/c/hi")) == "hello world\n"
+    assert os.path.getsize(mnt / "a/b/c/empty") == 0
+    assert not (mnt / "a/nothing").exists()
+    (mnt / "a/nothing").write_text("now")
+    assert (mnt / "a/nothing").read_text() == "now"
+
+
+def test_cp_a_tree_then_diff_r(tmp_path, mnt):
+    """A cp -a of a ~200-file tree (READDIR loop, CREATE, FILE_IO, SETATTR) compares equal with diff -r."""
+    src = tmp_path / "src"
+    rng = random.Random(6)
+    for i in range(200):
+        d = src / f"d{i % 7}" / f"e{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i}").write_bytes(rng.randbytes(rng.choice([0, 1, 100, 4096, 5000, 70000])))
+    (src / "d0" / "link").symlink_to("e0/file0")
+    run("cp", "-a", str(src), str(mnt / "copy"))
+    run("diff", "-r", "--no-dereference", str(src), str(mnt / "copy"))
+    assert sorted(os.listdir(mnt / "copy" / "d1")) == sorted(os.listdir(src / "d1"))
+
+
+def test_mv_across_directories(mnt):
+    """RENAME between two directories moves the entry and its data."""
+    sh("mkdir one two && echo moved > one/f && mv one/f two/g && mkdir one/sub && mv one/sub two/", mnt)
+    assert not (mnt / "one/f").exists() and (mnt / "two/g").read_text() == "moved\n"
+    assert (mnt / "two/sub").is_dir() and os.listdir(mnt / "one") == []
+
+
+def test_ln_s_and_readlink(mnt):
+    """SYMLINK and GETATTR's link target: readlink prints it and the link is followed."""
+    sh("echo target > t && ln -s t l && ln -s /nowhere/at/all dangling", mnt)
+    assert run("readlink", str(mnt / "l")).strip() == "t"
+    assert (mnt / "l").read_text() == "target\n"
+    assert os.readlink(mnt / "dangling") == "/nowhere/at/all"
+    assert stat.S_ISLNK(os.lstat(mnt / "l").st_mode)
+
+
+def test_chmod_and_chown_as_root(mnt):
+    """SETATTR with the changed fields: chmod, chown and touch -d show in stat."""
+    (mnt / "f").write_text("x")
+    run("chmod", "751", str(mnt / "f"))
+    assert stat.S_IMODE(os.stat(mnt / "f").st_mode) == 0o751
+    if os.geteuid() == 0:
+        run("chown", "1234:4321", str(mnt / "f"))
+        st = os.stat(mnt / "f")
+        assert (st.st_uid, st.st_gid) == (1234, 4321)
+    run("touch", "-m", "-d", "2001-02-03 04:05:06 UTC", str(mnt / "f"))
+    assert int(os.stat(mnt / "f").st_mtime) == 981173106
+    with pytest.raises(OSError) as exc:
+        os.chmod(mnt / "f", 0o4755)
+    assert exc.value.errno == errno.EINVAL  # setuid via chmod (spec §2.6)
+
+
+def test_df_shows_statfs(stack):
+    """STATFS maps to statvfs: block size, totals, free counts, 255-byte names."""
+    st = os.statvfs(stack.mnt)
+    assert st.f_bsize > 0 and st.f_blocks >= st.f_bfree == st.f_bavail and st.f_files >= st.f_ffree
+    assert st.f_namemax == 255
+    out = run("df", "-P", str(stack.mnt)).splitlines()[-1].split()
+    assert out[0] == "tcp://localhost:3334/pvfs2-fs" and out[-1] == str(stack.mnt)
+
+
+def test_xattrs_set_get_list_remove(mnt):
+    """GETXATTR/SETXATTR/LISTXATTR/REMOVEXATTR: values round trip, missing ones are ENODATA."""
+    f = mnt / "f"
+    f.write_text("x")
+    if shutil.which("setfattr") and shutil.which("getfattr"):
+        run("setfattr", "-n", "user.colour", "-v", "blue", str(f))
+        assert 'user.colour="blue"' in run("getfattr", "-d", str(f))
+    else:
+        os.setxattr(f, "user.colour", b"blue")
+    assert os.getxattr(f, "user.colour") == b"blue"
+    for i in range(20):  # more than one LISTXATTR batch of 16
+        os.setxattr(f, f"user.k{i:02}", str(i).encode())
+    assert set(os.listxattr(f)) == {"user.colour", *(f"user.k{i:02}" for i in range(20))}
+    os.setxattr(f, "user.colour", b"red", os.XATTR_REPLACE)
+    assert os.getxattr(f, "user.colour") == b"red"
+    with pytest.raises(OSError) as exc:
+        os.setxattr(f, "user.colour", b"green", os.XATTR_CREATE)
+    assert exc.value.errno == errno.EEXIST
+    os.removexattr(f, "user.colour")
+    for call in (lambda: os.getxattr(f, "user.colour"), lambda: os.removexattr(f, "user.colour")):
+        with pytest.raises(OSError) as exc:
+            call()
+        assert exc.value.errno == errno.ENODATA
+
+
+def test_getxattr_size_probe_and_erange(mnt):
+    """getxattr(2) with size 0 returns the value's size; a buffer too small is ERANGE."""
+    f = mnt / "f"
+    f.write_text("x")
+    os.setxattr(f, "user.v", b"0123456789")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    path, name = bytes(f), b"user.v"
+    assert libc.getxattr(path, name, None, 0) == 10
+    buf = ctypes.create_string_buffer(4)
+    assert libc.getxattr(path, name, buf, 4) == -1 and ctypes.get_errno() == errno.ERANGE
+    assert libc.listxattr(path, None, 0) == len(b"user.v\0")
+
+
+def test_getxattr_on_a_symlink_is_eopnotsupp(mnt):
+    """getxattr on a symlink is EOPNOTSUPP before any upcall (trusted.* reaches the filesystem as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("trusted.* xattrs need root")
+    os.symlink("nowhere", mnt / "l")
+    with pytest.raises(OSError) as exc:
+        os.getxattr(mnt / "l", "trusted.x", follow_symlinks=False)
+    assert exc.value.errno == errno.EOPNOTSUPP
+
+
+def test_find_lists_every_entry(tmp_path, mnt):
+    """READDIR token loop past one batch of 512: find sees all 700 entries of a directory and its subdirectories."""
+    names = {f"n{i:04}" for i in range(600)}
+    sh("mkdir big && cd big && touch " + " ".join(sorted(names)), mnt)
+    for i in range(100):
+        (mnt / "big" / f"d{i}").mkdir() if i < 5 else (mnt / "big" / "d0" / f"x{i}").touch()
+    found = run("find", str(mnt / "big")).splitlines()
+    assert len(found) == 1 + 600 + 5 + 95
+    assert {os.path.basename(p) for p in found} >= names
+    assert len(os.listdir(mnt / "big")) == 605
+
+
+def test_dd_in_and_out_checksums_match(tmp_path, mnt):
+    """FILE_IO split by slot size: 64 MiB written and read back with dd bs=1M has the same sha256."""
+    src = tmp_path / "src"
+    src.write_bytes(random.Random(64).randbytes(64 * MiB))
+    run("dd", f"if={src}", f"of={mnt / 'big'}", "bs=1M", "count=64", "conv=fsync", "status=none")
+    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], capture_output=True)
+    run("dd", f"if={mnt / 'big'}", f"of={tmp_path / 'back'}", "bs=1M", "status=none")
+    assert os.path.getsize(mnt / "big") == 64 * MiB
+    assert sha256(tmp_path / "back") == sha256(src)
+
+
+def test_tar_round_trip(tmp_path, mnt):
+    """tar c | tar x onto the mount and back reproduces the tree byte for byte."""
+    src = tmp_path / "src"
+    rng = random.Random(7)
+    for i in range(40):
+        d = src / f"dir{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(rng.randbytes(rng.randrange(0, 200000)))
+    (src / "dir1" / "sym").symlink_to("f1")
+    archive = subprocess.run(["tar", "-C", str(src), "-cf", "-", "."], capture_output=True, check=True).stdout
+    run("tar", "-C", str(mnt), "-xf", "-", input=archive)
+    again = subprocess.run(["tar", "-C", str(mnt), "-cf", "-", "."], capture_output=True, check=True).stdout
+    (tmp_path / "back").mkdir()
+    run("tar", "-C", str(tmp_path / "back"), "-xf", "-", input=again)
+    run("diff", "-r", "--no-dereference", str(src), str(tmp_path / "back"))
+
+
+def test_written_data_is_seen_before_close(mnt):
+    """Gathered writes go out before anything reads the data or the size: another fd and another process see them."""
+    path = mnt / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"a" * 300_000)
+        os.write(fd, b"b" * 5)
+        time.sleep(0.1)  # past the attribute timeout: the size comes from a GETATTR
+        assert run("stat", "-c", "%s", str(path)).strip() == "300005"
+        with open(path, "rb") as other:
+            assert other.read()[-6:] == b"abbbbb"
+        os.pwrite(fd, b"c", 10)
+        assert os.pread(fd, 3, 9) == b"aca"
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"a" * 10 + b"c" + b"a" * 299_989 + b"b" * 5
+
+
+def test_unlink_and_rmdir(mnt):
+    """REMOVE: rm and rmdir take entries away; a non-empty directory is ENOTEMPTY."""
+    sh("mkdir -p d/e && touch d/f", mnt)
+    with pytest.raises(OSError) as exc:
+        os.rmdir(mnt / "d")
+    assert exc.value.errno == errno.ENOTEMPTY
+    sh("rm d/f && rmdir d/e && rmdir d", mnt)
+    assert os.listdir(mnt) == []
+
+
+def test_name_over_255_bytes_is_enametoolong(mnt):
+    """A name over 255 bytes is ENAMETOOLONG; 255 bytes works."""
+    with pytest.raises(OSError) as exc:
+        (mnt / ("x" * 256)).write_text("no")
+    assert exc.value.errno == errno.ENAMETOOLONG
+    (mnt / ("y" * 255)).write_text("yes")
+    assert (mnt / ("y" * 255)).read_text() == "yes"
+
+
+def test_rename_flags_are_einval(mnt):
+    """renameat2 with RENAME_NOREPLACE is EINVAL, as orangefs_rename refuses any flags."""
+    (mnt / "a").write_text("a")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    AT_FDCWD, RENAME_NOREPLACE = -100, 1
+    rc = libc.renameat2(AT_FDCWD, bytes(mnt / "a"), AT_FDCWD, bytes(mnt / "b"), RENAME_NOREPLACE)
+    assert rc == -1 and ctypes.get_errno() == errno.EINVAL
+    assert (mnt / "a").exists() and not (mnt / "b").exists()
+
+
+def test_random_read_write_truncate_against_a_shadow(mnt):
+    """fsx-style: 2,000 seeded random and sequential writes, reads, truncates and reopens on two fds match a shadow."""
+    rng = random.Random(20260)
+    path = mnt / "fsx"
+    shadow = bytearray()
+    max_size = 6 * MiB
+    fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o644), -1]
+    fds[1] = os.open(path, os.O_RDONLY)
+
+    def write(offset: int, data: bytes) -> None:
+        assert os.pwrite(fds[0], data, offset) == len(data)
+        if offset > len(shadow):
+            shadow.extend(bytes(offset - len(shadow)))
+        shadow[offset : offset + len(data)] = data
+
+    def read(offset: int, length: int, step: int) -> None:
+        got = os.pread(fds[rng.randrange(2)], length, offset)
+        assert got == bytes(shadow[offset : offset + length]), f"step {step}: read {length}@{offset}"
+
+    try:
+        for step in range(2000):
+            op = rng.random()
+            if op < 0.30:  # a random write
+                offset = rng.randrange(0, max_size)
+                write(offset, rng.randbytes(min(rng.randrange(1, 65536), max_size - offset) or 1))
+            elif op < 0.40:  # a sequential run (gathered into slot-size FILE_IOs)
+                offset, chunk = rng.randrange(0, max_size // 2), rng.choice([4096, 65536, 131072, MiB])
+                for _ in range(rng.randrange(2, 8)):
+                    write(offset, rng.randbytes(chunk))
+                    offset += chunk
+            elif op < 0.65:  # a random read
+                read(rng.randrange(0, max_size), rng.randrange(1, 131072), step)
+            elif op < 0.80:  # a sequential read (read ahead)
+                offset, chunk = rng.randrange(0, max_size), 131072
+                for _ in range(rng.randrange(2, 12)):
+                    read(offset, chunk, step)
+                    offset += chunk
+            elif op < 0.90:
+                size = rng.randrange(0, max_size)
+                os.ftruncate(fds[0], size)
+                if size < len(shadow):
+                    del shadow[size:]
+                else:
+                    shadow.extend(bytes(size - len(shadow)))
+            elif op < 0.95:
+                which = rng.randrange(2)
+                os.close(fds[which])
+                fds[which] = os.open(path, os.O_RDWR if which == 0 else os.O_RDONLY)
+            else:
+                assert os.fstat(fds[rng.randrange(2)]).st_size == len(shadow), f"step {step}: size"
+        for i, fd in enumerate(fds):
+            os.close(fd)
+            fds[i] = -1
+        assert path.read_bytes() == bytes(shadow)
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_client_core_restart_keeps_the_mount(tmp_path):
+    """A client-core restart remounts (REMOUNT_ALL) while the mount stays up, and a call waiting meanwhile completes."""
+    stack = Stack(tmp_path)
+    try:
+        (stack.mnt / "f").write_text("before")
+        stack.clientcore.send_signal(signal.SIGTERM)
+        stack.clientcore.wait(timeout=DEADLINE)
+        waiting = subprocess.Popen(["cat", str(stack.mnt / "f")], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        assert waiting.poll() is None  # held until a client-core is back
+        stack.clientcore = subprocess.Popen(
+            [*_command("clientcore", "clientcore.cli"), "--rundir", str(stack.rundir), "--store", str(stack.store)],
+            stdin=subprocess.DEVNULL, stdout=stack.logs["clientcore"], stderr=subprocess.STDOUT)
+        out, _ = waiting.communicate(timeout=DEADLINE)
+        assert waiting.returncode == 0 and out == b"before"
+        assert mounted(stack.mnt) and (stack.mnt / "f").read_text() == "before"
+    finally:
+        stack.stop()
+    assert stack.serve.returncode == 0
+
+
+def test_sigterm_unmounts_cleanly(tmp_path):
+    """SIGTERM writes back held data, unmounts (no fusermount3 -u needed) and exits 0; the data is there next time."""
+    stack = Stack(tmp_path)
+    fd = -1
+    try:
+        (stack.mnt / "f").write_text("x")
+        fd = os.open(stack.mnt / "held", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"written, not closed")
+    finally:
+        stack.stop()
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the connection is gone: ENOTCONN
+    assert stack.serve.returncode == 0 and not mounted(stack.mnt)
+    again = Stack(tmp_path)
+    try:
+        assert (again.mnt / "held").read_bytes() == b"written, not closed"
+        assert (again.mnt / "f").read_text() == "x"
+    finally:
+        again.stop()
