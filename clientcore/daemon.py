@@ -218,10 +218,9 @@ class Daemon:
 
     def _readdir(self, up) -> Reply:
         index = up.req.readdir.buf_index
-        if not 0 <= index < 5 or self.buffers is None:
+        if self.buffers is None or not 0 <= index < self.buffers.readdir_count:
             raise OpError(errno.EINVAL, f"readdir buf_index {index} outside the readdir buffer")
-        size = len(self.buffers.readdir) // 5
-        slot = memoryview(self.buffers.readdir)[index * size : (index + 1) * size]
+        slot = self.buffers.readdir_slot(index)
         try:
             return self.handlers.readdir(up, Creds(up.uid, up.gid), slot)
         finally:

@@ -25,7 +25,12 @@ import trio
 
 import pvfs2proto as proto
 from pvfs2proto.channels import DEVICE_REPLY, DEVICE_REQUEST, FILE_TOKEN, POLLIN, DeviceCall
-from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE, ORANGEFS_DEVREQ_MAGIC, PAGE_SIZE
+from pvfs2proto.constants import (
+    MAX_DEV_REQ_UPSIZE,
+    ORANGEFS_DEVREQ_MAGIC,
+    ORANGEFS_READDIR_DEFAULT_DESC_SIZE,
+    PAGE_SIZE,
+)
 from pvfs2proto.debug import ClientDebugKeyword, encode_client_debug_string
 from pvfs2proto.ioctl import ORANGEFS_dev_map_desc, IoctlCommand
 
@@ -250,9 +255,17 @@ class MappedBuffers:
             os.close(io_fd)
             os.close(readdir_fd)
         self.io_view = memoryview(self.io)
+        # The broker cuts the readdir buffer into slots of the userspace default
+        # size; how many there are follows from the file it handed over.
+        self.readdir_size = ORANGEFS_READDIR_DEFAULT_DESC_SIZE
+        self.readdir_count = len(self.readdir) // self.readdir_size
 
     def io_slot(self, index: int) -> memoryview:
         return self.io_view[index * self.io_size : (index + 1) * self.io_size]
+
+    def readdir_slot(self, index: int) -> memoryview:
+        """Readdir slot ``index``; the caller releases the view."""
+        return memoryview(self.readdir)[index * self.readdir_size : (index + 1) * self.readdir_size]
 
     def close(self) -> None:
         self.io_view.release()

@@ -276,9 +276,9 @@ class OpHandlers:
         count = min(max(req.requested_count, 0), ORANGEFS_MAX_XATTR_LISTLEN)
         if count == 0:
             # A size probe: report how many keys there are, without them.
-            keys, total, token = [], 0, proto.ORANGEFS_ITERATE_START
+            handle, total, token = self._ref(req.refn), 0, proto.ORANGEFS_ITERATE_START
             while token != ORANGEFS_ITERATE_END:
-                batch, token = self.store.listxattr(creds, self._ref(req.refn), token, ORANGEFS_MAX_XATTR_LISTLEN)
+                batch, token = self.store.listxattr(creds, handle, token, ORANGEFS_MAX_XATTR_LISTLEN)
                 total += len(batch)
             return Reply({"listxattr": {"returned_count": total, "token": ORANGEFS_ITERATE_END}})
         keys, token = self.store.listxattr(creds, self._ref(req.refn), req.token, count)

@@ -2,8 +2,8 @@
 
 The :class:`~pvfs2dev.kernel.Kernel` never sleeps; this object does it for
 it.  One timer task sleeps until ``kernel.next_deadline()`` and calls
-``kernel.expire``; anything that may add an earlier deadline calls
-:meth:`Broker.poke`.  Waiting for an op or a slot is a ``trio.Event`` set by
+``kernel.expire``; the kernel reports every deadline it sets (``on_deadline``)
+and only an earlier one wakes the timer.  Waiting for an op or a slot is a ``trio.Event`` set by
 the core's wake hook.  The shared buffers created at MAP live here, and every
 state transition is logged at debug level and fanned out to trace subscribers.
 """
@@ -80,10 +80,6 @@ class Broker:
         return trio.current_time()
 
     # -- time ---------------------------------------------------------------------------------
-
-    def poke(self) -> None:
-        """Make the timer task look at the kernel's deadlines again."""
-        self._timer_poked.set()
 
     def _deadline_set(self, deadline: float) -> None:
         # Only a deadline earlier than the one the timer sleeps towards matters.

@@ -89,7 +89,7 @@ _AMT_COMPLETE = struct.Struct("<q")
 # Plain ints for flag tests on the hot path (IntFlag arithmetic is slow).
 _PRIORITY, _NO_MUTEX, _INPROGR = int(OpFlags.PRIORITY), int(OpFlags.NO_MUTEX), int(OpState.INPROGR)
 _INTERRUPTIBLE = int(OpFlags.INTERRUPTIBLE)
-_FILE_IO, _READDIR, _FS_UMOUNT = int(OpCode.FILE_IO), int(OpCode.READDIR), int(OpCode.FS_UMOUNT)
+_FILE_IO, _FS_UMOUNT = int(OpCode.FILE_IO), int(OpCode.FS_UMOUNT)
 
 
 class DeviceError(OSError):
