@@ -436,7 +436,7 @@ class Kernel:
         if op.is_cancel:
             self._free_cancel(op)
         else:
-            op.downcall = bytes(downcall)
+            op.downcall = downcall  # already a private copy; its readers never write to it
             op.trailer = None if trailer is None else bytes(trailer)
             before = op.state
             op.transition("service")

@@ -86,7 +86,7 @@ class Op:
     uses_shared_memory: bool = False
     #: Whether this op is a CANCEL made from an interrupted I/O.
     is_cancel: bool = False
-    downcall: bytes | None = None
+    downcall: bytes | bytearray | None = None  # the 8224 bytes as written (a private copy)
     trailer: bytes | None = None
     #: 0 or -errno once service_operation has returned; None before.
     result: int | None = None
