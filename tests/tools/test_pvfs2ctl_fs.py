@@ -11,9 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,61 +23,20 @@ from pvfs2ctl.fs import decode_value, parse_size
 from pvfs2ctl.vfsops import DEFAULT_DEVICE, list_mounts, open_filesystem
 from pvfs2proto import errno_name
 
+from .stack import control, fails, running_stack
+
 MiB = 1024 * 1024
 
 
-def _control(rundir: Path, cmd: str) -> dict:
-    async def ask() -> dict:
-        async with ControlClient.connect(rundir / "pvfs2-ctl") as ctl:
-            return await ctl.request(cmd)
-
-    return trio.run(ask)
-
-
 def _op_count(rundir: Path, op: str) -> int:
-    return _control(rundir, "stats")["ops"].get(op, {}).get("count", 0)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return control(rundir, "stats")["ops"].get(op, {}).get("count", 0)
 
 
 @pytest.fixture(scope="module")
 def rundir(tmp_path_factory) -> Path:
     """A broker and a client-core in service, for the whole module."""
-    base = tmp_path_factory.mktemp("fs")
-    run = base / "run"
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "pvfs2dev.cli", "serve", "--rundir", str(run),
-                                       "--log-level", "warning"]))
-        deadline = time.monotonic() + 20
-        while not (run / "pvfs2-vfs").exists():
-            assert procs[0].poll() is None, "the broker exited"
-            assert time.monotonic() < deadline, "the broker did not start"
-            time.sleep(0.02)
-        procs.append(subprocess.Popen([sys.executable, "-m", "clientcore.daemon", "--rundir", str(run),
-                                       "--store", str(base / "store"), "--desc-count", "4", "--desc-size", "1MiB",
-                                       "--log-level", "warning"]))
-        while True:
-            assert procs[1].poll() is None, "the client-core exited"
-            assert time.monotonic() < deadline, "the client-core did not come into service"
-            try:
-                if _control(run, "status")["daemon_in_service"]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
+    with running_stack(tmp_path_factory.mktemp("fs")) as (run, _, _):
         yield run
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
 
 
 @pytest.fixture
@@ -108,16 +64,6 @@ def ok(result):
     return result
 
 
-def fails(result, name: str) -> str:
-    """The failure is one line naming errno ``name``, exit 1, no traceback."""
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"pvfs2ctl: {name}: "), lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 # --- mounting ------------------------------------------------------------------------------------------
 
 
@@ -128,17 +74,17 @@ def test_mount_prints_fs_id_and_root_and_every_command_finds_the_mount(fs, rundi
     again = json.loads(ok(fs("mount", "--json")).stdout)
     assert again["already_mounted"] is True and again["devname"] == DEFAULT_DEVICE
     assert len(again["root"]) == 32 and again["fs_id"] != 0
-    mounts = _control(rundir, "mounts")["mounts"]
+    mounts = control(rundir, "mounts")["mounts"]
     assert [(m["fs_id"], m["root"]) for m in mounts] == [(again["fs_id"], again["root"])]
 
     ok(fs("umount"))
-    assert _control(rundir, "mounts")["mounts"] == []
+    assert control(rundir, "mounts")["mounts"] == []
     fails(fs("--fs-id", str(again["fs_id"]), "ls", "/"), "ENODEV")  # --fs-id never mounts
     ok(fs("ls", "/"))  # mounts the default device
-    mounts = _control(rundir, "mounts")["mounts"]
+    mounts = control(rundir, "mounts")["mounts"]
     assert [(m["fs_id"], m["root"], m["devname"]) for m in mounts] == [(again["fs_id"], again["root"], DEFAULT_DEVICE)]
     ok(fs("--fs-id", str(again["fs_id"]), "ls", "/"))
-    assert len(_control(rundir, "mounts")["mounts"]) == 1
+    assert len(control(rundir, "mounts")["mounts"]) == 1
 
 
 async def test_a_broker_listing_no_root_handle_gets_a_remount(rundir, tmp_path):

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,32 +28,14 @@ from click.testing import CliRunner
 
 import pvfs2proto as proto
 from pvfs2ctl.cli import main
-from pvfs2ctl.client import ControlClient, VfsClient
+from pvfs2ctl.client import VfsClient
+
+from .stack import DEADLINE, control, fails, running_stack
 
 NOBODY = 65534
-DEADLINE = 20.0
 
 
 # -- the stack -----------------------------------------------------------------------------------------
-
-
-def _control(rundir: Path, cmd: str, **fields) -> dict:
-    async def ask() -> dict:
-        async with ControlClient.connect(rundir / "pvfs2-ctl") as ctl:
-            return await ctl.request(cmd, **fields)
-
-    return trio.run(ask)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _upcall_getattr(mount: dict) -> bytes:
@@ -92,35 +73,11 @@ def stack():
     """A broker and a client-core in service with one mount, in a run directory uid 65534 can reach."""
     base = Path(tempfile.mkdtemp(prefix="pvfs2ctl-inspect-"))
     os.chmod(base, 0o755)
-    run = base / "run"
-    run.mkdir(mode=0o755)
-    procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "pvfs2dev.cli", "serve", "--rundir", str(run),
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
-        deadline = time.monotonic() + DEADLINE
-        while not (run / "pvfs2-ctl").exists():
-            assert procs[0].poll() is None, "the broker exited"
-            assert time.monotonic() < deadline, "the broker did not start"
-            time.sleep(0.02)
-        os.chmod(run, 0o755)  # the broker makes its run directory 0700; let uid 65534 reach the sockets
-        procs.append(subprocess.Popen([sys.executable, "-m", "clientcore.daemon", "--rundir", str(run),
-                                       "--store", str(base / "store"), "--desc-count", "4", "--desc-size", "1MiB",
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
-        while True:
-            assert procs[1].poll() is None, "the client-core exited"
-            assert time.monotonic() < deadline, "the client-core did not come into service"
-            try:
-                if _control(run, "status")["daemon_in_service"]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        mount = trio.run(_mount_and_traffic, run)
-        yield Stack(run, procs[0], procs[1], mount)
+        with running_stack(base, open_to_others=True) as (run, broker, daemon):
+            mount = trio.run(_mount_and_traffic, run)
+            yield Stack(run, broker, daemon, mount)
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -139,16 +96,6 @@ def ok(result):
 
 def ok_json(result):
     return json.loads(ok(result).stdout)
-
-
-def fails(result, name: str) -> str:
-    """The failure is one line naming errno ``name``, exit 1, no traceback."""
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"pvfs2ctl: {name}: "), lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 # -- inspect -------------------------------------------------------------------------------------------
@@ -411,8 +358,8 @@ def test_another_user_may_read_but_not_change(stack):
         code, _, stderr = _as_uid(NOBODY, stack.rundir, *args)
         assert code == 1, stderr
         assert stderr.startswith("pvfs2ctl: EPERM: ") and stderr.count("\n") == 1, stderr
-    assert _control(stack.rundir, "params", name="op_timeout_secs")["value"] == "20\n"
-    assert _control(stack.rundir, "debug", which="kernel")["value"] == "none"
+    assert control(stack.rundir, "params", name="op_timeout_secs")["value"] == "20\n"
+    assert control(stack.rundir, "debug", which="kernel")["value"] == "none"
 
 
 def test_debug_kernel_and_client_masks(ctl):
