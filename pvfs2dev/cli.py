@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from pvfs2proto.constants import (
     ORANGEFS_READDIR_DEFAULT_DESC_COUNT,
 )
 
-from .rundir import default_rundir
+from .rundir import CONTROL_SOCKET, default_rundir
 from .server import DEFAULT_FSNAME, Config, Server
 
 
@@ -24,6 +28,10 @@ from .server import DEFAULT_FSNAME, Config, Server
 @click.version_option(package_name="pvfs2dev")
 def main() -> None:
     """The emulated OrangeFS kernel module: /dev/pvfs2-req over Unix sockets."""
+
+
+RUNDIR_HELP = ("The broker's run directory [default: $PVFS2DEV_RUNDIR, /run/pvfs2dev as root, "
+               "else $XDG_RUNTIME_DIR/pvfs2dev or /tmp/pvfs2dev-$UID].")
 
 
 @main.command()
@@ -69,6 +77,57 @@ def serve(rundir, op_timeout, slot_timeout, hash_table_size, readdir_slots, log_
     except OSError as exc:
         click.echo(f"pvfs2dev: {exc}", err=True)
         sys.exit(1)
+
+
+def control_request(rundir: Path | None, cmd: str, **fields) -> dict:
+    """One request on a running broker's control socket; exits with one line if it fails."""
+    path = (rundir or default_rundir()) / CONTROL_SOCKET
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(os.fspath(path))
+            sock.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+            reply = bytearray()
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError(errno.ECONNRESET, "the broker closed the control socket")
+                reply += chunk
+    except OSError as exc:
+        click.echo(f"pvfs2dev {cmd}: no broker at {path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    answer = json.loads(reply)
+    if not answer.get("ok"):
+        click.echo(f"pvfs2dev {cmd}: {answer.get('message') or answer.get('error')} ({answer.get('error')})", err=True)
+        sys.exit(32 if cmd == "mount" else 1)  # mount(8)'s "mount failure"
+    return answer
+
+
+@main.command()
+@click.option("--rundir", type=click.Path(file_okay=False, path_type=Path), default=None, help=RUNDIR_HELP)
+@click.option("--fsname", default=DEFAULT_FSNAME, show_default=True,
+              help="The device string the mount's FS_MOUNT carries.")
+@click.option("-o", "--option", "options", multiple=True, default=None, metavar="OPT[,OPT...]",
+              help="FUSE mount option, repeatable (allow_other, default_permissions, ...).")
+@click.argument("mountpoint", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def mount(rundir, fsname, options, mountpoint) -> None:
+    """Have a running broker mount the filesystem on MOUNTPOINT with FUSE.
+
+    As mount(2): one FS_MOUNT, which fails with ETIMEDOUT after op_timeout_secs
+    if no client-core answers.  The broker serves the mount in its own
+    process, which holds one FUSE mount at a time (EBUSY otherwise).
+    """
+    control_request(rundir, "mount", mountpoint=os.path.abspath(mountpoint), fsname=fsname, options=list(options))
+
+
+@main.command()
+@click.option("--rundir", type=click.Path(file_okay=False, path_type=Path), default=None, help=RUNDIR_HELP)
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+def umount(rundir, mountpoint) -> None:
+    """Unmount a broker's FUSE mount: written data goes out, FUSE detaches, FS_UMOUNT is sent.
+
+    Fails with EBUSY while files or directories on it are open, as umount(2).
+    """
+    control_request(rundir, "umount", mountpoint=os.path.abspath(mountpoint))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ open to anyone who can reach the socket; changing anything (setting a knob or
 a debug mask) needs the broker's own uid or root, from SO_PEERCRED.
 
 Commands: ``status``, ``ops``, ``buffers`` (``dump``: a slot index),
-``mounts``, ``params`` (``name``, ``value``), ``stats``, ``debug`` (``which``:
+``mounts`` (with the FUSE mountpoint of each, if any), ``mount`` and
+``umount`` (a FUSE mount served by the broker: ``mountpoint``, ``fsname``,
+``options``), ``params`` (``name``, ``value``), ``stats``, ``debug`` (``which``:
 kernel|client, ``value``: keywords), ``perf`` (``type``: acache|ncache|capcache)
 and ``trace``, which streams one line per state transition until the peer
 goes away.
@@ -29,6 +31,7 @@ from pvfs2proto.upcall import value32_pair, value64_of
 
 from . import params as sysfs
 from .broker import Broker, guarded
+from .mounts import FuseMounts
 from .vfs import Call
 from .vfs_server import peer_credentials
 
@@ -42,9 +45,10 @@ class ControlError(OSError):
 
 
 class ControlServer:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, mounts: FuseMounts | None = None) -> None:
         self.broker = broker
         self.kernel = broker.kernel
+        self.mounts = mounts
 
     async def serve(self, listener: trio.SocketListener, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -175,11 +179,48 @@ class ControlServer:
         return snapshot
 
     def _mounts(self) -> list[dict]:
+        where = self.mounts.mountpoint_of if self.mounts is not None else (lambda fs_id, id: None)
         return [
             {"fs_id": m.fs_id, "id": m.id, "devname": m.devname.decode(errors="replace"),
-             "root": m.root_khandle.hex(), "pending": m.pending}
+             "root": m.root_khandle.hex(), "pending": m.pending, "mountpoint": where(m.fs_id, m.id)}
             for m in self.kernel.mounts
         ]
+
+    # -- FUSE mounts ---------------------------------------------------------------------------------
+
+    async def cmd_mount(self, request, *, uid, **_) -> dict:
+        """Mount with FUSE at ``mountpoint`` (``fsname``, ``options``): FS_MOUNT, then FUSE serves it.
+
+        Errors: EPERM (not the owner or root), EBUSY (a FUSE mount is already
+        served), ENOENT/ENOTDIR, EINVAL, the FS_MOUNT's errno, EIO.
+        """
+        self._may_change(uid)
+        if self.mounts is None:
+            raise ControlError(errno.EOPNOTSUPP, "this broker cannot mount")
+        mountpoint, fsname, options = request.get("mountpoint"), request.get("fsname"), request.get("options", [])
+        if not isinstance(mountpoint, str) or not mountpoint:
+            raise ControlError(errno.EINVAL, "mount needs a mountpoint")
+        if fsname is None:
+            from .fuse import DEFAULT_FSNAME
+
+            fsname = DEFAULT_FSNAME
+        if not isinstance(fsname, str) or not isinstance(options, list) \
+                or not all(isinstance(o, str) for o in options):
+            raise ControlError(errno.EINVAL, "fsname is a string and options a list of strings")
+        front = await self.mounts.mount(mountpoint, fsname=fsname, options=options)
+        return {"mountpoint": str(front.mountpoint), "fs_id": front.ops.fs_id, "id": front.ops.mount_id}
+
+    async def cmd_umount(self, request, *, uid, **_) -> dict:
+        """Unmount the FUSE mount at ``mountpoint`` (written data goes out first, then FS_UMOUNT).
+
+        Errors: EPERM, EINVAL (nothing of ours mounted there).
+        """
+        self._may_change(uid)
+        mountpoint = request.get("mountpoint")
+        if not isinstance(mountpoint, str) or self.mounts is None:
+            raise ControlError(errno.EINVAL, "umount needs the mountpoint of a FUSE mount")
+        await self.mounts.umount(mountpoint)
+        return {"mountpoint": mountpoint}
 
     def _buffers(self) -> list[dict]:
         out = []

@@ -1108,18 +1108,27 @@ class FuseMount:
         self.finished = trio.Event()
         self._scope: trio.CancelScope | None = None
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """FS_MOUNT (retried until a client-core answers), mount FUSE, serve until stopped or unmounted."""
+    async def run(self, *, retry: bool = True, on_mounted=lambda: None) -> None:
+        """FS_MOUNT, mount FUSE, call ``on_mounted``, serve until stopped or unmounted.
+
+        Args:
+            retry: send FS_MOUNT again every second until a client-core
+                answers; otherwise one attempt, as mount(2).
+
+        Raises:
+            MountError: the FS_MOUNT's errno (without ``retry``), or EIO if
+                FUSE refused the mount.
+        """
         try:
             with trio.CancelScope() as self._scope:
-                await self._fs_mount()
+                await self._fs_mount(retry)
                 try:
                     pyfuse3.init(self.ops, str(self.mountpoint), self.options)
                 except RuntimeError as exc:
                     raise MountError(errno.EIO, f"cannot mount FUSE on {self.mountpoint}: {exc}") from None
                 self.session = True
                 log.info("mounted %s on %s (fs_id %d)", self.fsname, self.mountpoint, self.ops.fs_id)
-                task_status.started()
+                on_mounted()
                 self.serving = True
                 async with trio.open_nursery() as nursery:
                     self.ops.nursery = nursery
@@ -1168,7 +1177,7 @@ class FuseMount:
         self._scope.cancel()
         await self.finished.wait()
 
-    async def _fs_mount(self) -> None:
+    async def _fs_mount(self, retry: bool) -> None:
         upcall = proto.encode_upcall({"type": OpCode.FS_MOUNT,
                                       "req": {"fs_mount": {"orangefs_config_server": os.fsencode(self.fsname)}}})
         call = Call(self.broker, uid=os.geteuid(), gid=os.getegid(), pid=os.getpid(), tgid=os.getpid())
@@ -1176,6 +1185,8 @@ class FuseMount:
             result = await self.ops._perform(call, upcall)
             if result.result == 0:
                 break
+            if not retry:
+                raise MountError(-result.result, f"FS_MOUNT of {self.fsname} failed: {os.strerror(-result.result)}")
             log.warning("FS_MOUNT of %s failed: %s; retrying", self.fsname, os.strerror(-result.result))
             await trio.sleep(MOUNT_RETRY_SECS)
         info = proto.decode_downcall(result.downcall, OpCode.FS_MOUNT).resp.fs_mount

@@ -17,6 +17,7 @@ from .broker import Broker
 from .control_server import ControlServer
 from .device_server import DeviceServer
 from .kernel import Kernel
+from .mounts import FuseMounts
 from .rundir import CONTROL_SOCKET, DEVICE_SOCKET, VFS_SOCKET, prepare_rundir
 from .vfs_server import VfsServer
 
@@ -71,9 +72,10 @@ class Server:
         self.broker = Broker(self.kernel, self.rundir)
         self.device = DeviceServer(self.broker)
         self.vfs = VfsServer(self.broker)
-        self.control = ControlServer(self.broker)
-        self.fuse = None
+        self.mounts = FuseMounts(self.broker)
+        self.control = ControlServer(self.broker, self.mounts)
         self._failed: OSError | None = None
+        self._stopping = False
         self.paths = [self.rundir / DEVICE_SOCKET, self.rundir / VFS_SOCKET, self.rundir / CONTROL_SOCKET]
 
     async def run(self, *, handle_signals: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -87,14 +89,10 @@ class Server:
                 await nursery.start(self.device.serve, sockets[0])
                 await nursery.start(self.vfs.serve, sockets[1])
                 await nursery.start(self.control.serve, trio.SocketListener(sockets[2]))
+                await nursery.start(self.mounts.run)
                 log.info("broker serving in %s", self.rundir)
                 if self.config.mount is not None:
-                    # Imported here: pyfuse3 is only needed for a mount.
-                    from .fuse import FuseMount
-
-                    self.fuse = FuseMount(self.broker, self.config.mount, fsname=self.config.fsname,
-                                          options=self.config.mount_options)
-                    nursery.start_soon(self._run_fuse, nursery.cancel_scope)
+                    nursery.start_soon(self._mount, nursery.cancel_scope)
                 task_status.started(self)
                 if handle_signals:
                     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -118,11 +116,14 @@ class Server:
                 self.broker.buffers.close()
                 self.broker.buffers = None
 
-    async def _run_fuse(self, scope: trio.CancelScope) -> None:
-        """The FUSE session; if it cannot be mounted the broker stops with that error."""
+    async def _mount(self, scope: trio.CancelScope) -> None:
+        """``--mount``: FS_MOUNT once a client-core answers, then FUSE; if that fails the broker stops."""
         try:
-            await self.fuse.run()
+            await self.mounts.mount(self.config.mount, fsname=self.config.fsname,
+                                    options=self.config.mount_options, retry=True)
         except OSError as exc:
+            if self._stopping:
+                return  # SIGTERM before any client-core answered: nothing was mounted
             log.error("%s", exc)
             self._failed = exc
             scope.cancel()
@@ -135,9 +136,9 @@ class Server:
         and each gets its reply before the sockets close.
         """
         now = trio.current_time()
-        if self.fuse is not None:
-            # Unmount first, while the client-core can still answer FS_UMOUNT.
-            await self.fuse.stop()
+        self._stopping = True
+        # Unmount first, while the client-core can still answer FS_UMOUNT.
+        await self.mounts.stop_all()
         if self.device.file is not None:
             self.device.release(self.device.file)
         for conn in list(self.vfs.connections):

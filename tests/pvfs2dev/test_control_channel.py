@@ -73,6 +73,61 @@ async def with_param_upcall(rundir, core: HandCore, request: dict, answer) -> tu
 # -- views ------------------------------------------------------------------------------------------------------
 
 
+async def test_mounts_lists_no_fuse_mountpoint_for_a_kernel_only_mount(broker, rundir):
+    """Spec §6.4: a mount made through the VFS channel is listed with its root; it has no FUSE mountpoint."""
+    with trio.fail_after(10):
+        async with HandCore.start(rundir, count=2, size=1 * MiB) as core, VfsClient.connect(vfs_path(rundir)) as vfs:
+            await mount_by_hand(core, vfs)
+            (m,) = (await control(rundir, "mounts"))["mounts"]
+            assert m["mountpoint"] is None and m["root"] == ROOT.hex()
+
+
+# -- FUSE mount and umount requests (their errors; the mount itself is in tests/fuse) ---------------------------
+
+
+@pytest.mark.parametrize("fields", [{}, {"mountpoint": ""}, {"mountpoint": 5}, {"mountpoint": "/", "fsname": 3},
+                                    {"mountpoint": "/", "options": "ro"}, {"mountpoint": "/", "options": [1]}])
+async def test_mount_request_with_bad_fields_is_einval(broker, rundir, fields):
+    """A mount request needs a mountpoint string, a device string and a list of option strings: else EINVAL."""
+    with trio.fail_after(10):
+        assert_error(await control(rundir, "mount", **fields), errno.EINVAL)
+
+
+async def test_mount_on_a_missing_directory_is_enoent_and_on_a_file_enotdir(broker, rundir, tmp_path):
+    """mount(2): ENOENT for a mountpoint that does not exist, ENOTDIR for one that is not a directory; no FS_MOUNT is sent."""
+    (tmp_path / "file").write_text("")
+    with trio.fail_after(10):
+        assert_error(await control(rundir, "mount", mountpoint=str(tmp_path / "nothing")), errno.ENOENT)
+        assert_error(await control(rundir, "mount", mountpoint=str(tmp_path / "file")), errno.ENOTDIR)
+        assert "OP_FS_MOUNT" not in (await control(rundir, "stats"))["ops"]
+
+
+async def test_mount_with_a_bad_device_string_is_einval(broker, rundir, tmp_path):
+    """orangefs_mount: a device string that is empty-ish, too long or holds a comma (it would split the FUSE options) is EINVAL."""
+    with trio.fail_after(10):
+        for fsname in ("x" * 300, "tcp://a,b/fs"):
+            assert_error(await control(rundir, "mount", mountpoint=str(tmp_path), fsname=fsname), errno.EINVAL)
+
+
+async def test_umount_of_something_not_mounted_is_einval(broker, rundir, tmp_path):
+    """umount(2) of a directory that is not a mount of ours: EINVAL."""
+    with trio.fail_after(10):
+        assert_error(await control(rundir, "umount", mountpoint=str(tmp_path)), errno.EINVAL)
+        assert_error(await control(rundir, "umount"), errno.EINVAL)
+
+
+async def test_mount_with_no_client_core_fails_etimedout_after_op_timeout(rundir, nursery, tmp_path, autojump_clock):
+    """Spec §4.1 (op_timeout_secs): ``pvfs2dev mount`` is mount(2): one FS_MOUNT, ETIMEDOUT when no client-core answers in time."""
+    mountpoint = tmp_path / "m"
+    mountpoint.mkdir()
+    await nursery.start(Server(Config(rundir=rundir / "run", op_timeout_secs=3)).run)
+    with trio.fail_after(30):
+        start = trio.current_time()
+        assert_error(await control(rundir / "run", "mount", mountpoint=str(mountpoint)), errno.ETIMEDOUT)
+        assert trio.current_time() - start >= 3
+        assert (await control(rundir / "run", "mounts"))["mounts"] == []
+
+
 async def test_status_before_any_client_core(broker, rundir):
     """Spec §1.2, §5.2, §6.4: with no client-core the daemon is out of service (open count 0), no version or features, no buffer (c = -1)."""
     with trio.fail_after(10):
@@ -96,7 +151,7 @@ async def test_status_with_a_client_core_and_a_mount(broker, rundir):
             assert s["open_count"] == 1 and s["daemon_in_service"] is True
             assert s["userspace_version"] == PVFS2DEV_USERSPACE_VERSION
             assert s["features"] == proto.Features.READAHEAD
-            assert s["mounts"] == [{"fs_id": FS_ID, "id": 1, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False}]
+            assert s["mounts"] == [{"fs_id": FS_ID, "id": 1, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False, "mountpoint": None}]
             io, readdir = s["buffers"]
             assert (io["name"], io["count"], io["c"], io["busy"], io["slot_size"]) == ("io", 3, 3, [], 1 * MiB)
             assert (readdir["name"], readdir["count"], readdir["c"], readdir["slot_size"]) == (
@@ -500,17 +555,18 @@ async def test_changes_need_the_owner_or_root():
                 os.chmod(rundir, 0o711)
                 requests = [{"cmd": "status"}, {"cmd": "params", "name": "op_timeout_secs"},
                             {"cmd": "params", "name": "op_timeout_secs", "value": "5"},
-                            {"cmd": "debug", "which": "kernel", "value": "all"}]
+                            {"cmd": "debug", "which": "kernel", "value": "all"},
+                            {"cmd": "mount", "mountpoint": str(base)}, {"cmd": "umount", "mountpoint": str(base)}]
                 result = await trio.run_process(
                     ["/usr/bin/python3", "-I", "-S", "-c", CHILD, str(ctl_path(rundir)),
                      *(json.dumps(r) for r in requests)],
                     capture_stdout=True, user=65534, group=65534, extra_groups=[],
                 )
                 replies = [json.loads(line) for line in result.stdout.decode().splitlines()]
-                assert [r["ok"] for r in replies] == [True, True, False, False]
+                assert [r["ok"] for r in replies] == [True, True, False, False, False, False]
                 assert replies[1]["value"] == "20\n"
-                assert_error(replies[2], errno.EPERM)
-                assert_error(replies[3], errno.EPERM)
+                for reply in replies[2:]:
+                    assert_error(reply, errno.EPERM)
                 assert (await control(rundir, "params", name="op_timeout_secs"))["value"] == "20\n"
                 assert (await control(rundir, "debug", which="kernel"))["value"] == "none"
                 nursery.cancel_scope.cancel()

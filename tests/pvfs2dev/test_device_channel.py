@@ -380,7 +380,7 @@ async def test_remount_all_is_answered_out_of_order_after_its_upcalls(broker, ru
             assert replies[remount_seq].call == IOCTL and replies[remount_seq].result == 0
 
             s = await status(rundir)
-            assert s["mounts"] == [{"fs_id": FS_ID, "id": 2, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False}]
+            assert s["mounts"] == [{"fs_id": FS_ID, "id": 2, "devname": DEVNAME.decode(), "root": ROOT.hex(), "pending": False, "mountpoint": None}]
             assert s["features"] == 1
             # The held-off GETATTR is queued now and can be served.
             frame = await dev.call(READ, MAX_DEV_REQ_UPSIZE)

@@ -600,7 +600,7 @@ async def test_mount_sends_fs_mount_root_getattr_and_features(broker, rundir):
             assert reply.tag == frame.tag
             s = await status(rundir)
             assert s["mounts"] == [{"fs_id": 42, "id": 3, "devname": "tcp://h:3334/fs",
-                                    "root": bytes(range(16)).hex(), "pending": False}]
+                                    "root": bytes(range(16)).hex(), "pending": False, "mountpoint": None}]
             assert s["features"] == 1
 
 

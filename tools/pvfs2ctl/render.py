@@ -118,13 +118,14 @@ def _kv_table(title: str | None = None) -> Table:
 
 
 def mounts_table(mounts: Sequence[dict]) -> Table:
-    """One row per mount: fs_id, id, device string, root handle (if known), pending."""
+    """One row per mount: fs_id, id, device string, root handle (if known), pending, FUSE mountpoint."""
     table = Table(title="mounts")
-    for name in ("fs_id", "id", "device", "root", "pending"):
+    for name in ("fs_id", "id", "device", "root", "pending", "mounted on"):
         table.add_column(name, justify="right" if name in ("fs_id", "id") else "left")
     for m in mounts:
         table.add_row(str(m.get("fs_id")), str(m.get("id")), Text(str(m.get("devname", ""))),
-                      Text(str(m.get("root", "-"))), "yes" if m.get("pending") else "no")
+                      Text(str(m.get("root", "-"))), "yes" if m.get("pending") else "no",
+                      Text(str(m.get("mountpoint") or "-")))
     if not mounts:
         table.caption = "no filesystem mounted"
     return table
