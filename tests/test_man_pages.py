@@ -19,7 +19,7 @@ MAN = Path(__file__).resolve().parent.parent / "man"
 
 #: page → the click command it documents (groups include all their subcommands).
 PAGES = {
-    "pvfs2dev.8": pvfs2dev_main.commands["serve"],
+    "pvfs2dev.8": pvfs2dev_main,
     "clientcore.8": clientcore_command,
     "pvfs2ctl.1": pvfs2ctl_main,
 }
