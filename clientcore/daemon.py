@@ -54,6 +54,12 @@ EXIT_PROTOCOL = 244
 IO_PIECE = 1 << 20
 #: Most READs the loop keeps outstanding while ops keep coming.
 MAX_READS = 8
+#: Tag and op type in a read frame (after proto_ver and magic).
+_TAG_TYPE = struct.Struct("<QI")
+#: Ops answered in their own task: FILE_IO runs in a worker thread and can be
+#: stopped by a CANCEL; a CANCEL waits for the I/O it names.  The store answers
+#: every other op at once.
+_WAITING_OPS = frozenset({OpCode.FILE_IO, OpCode.CANCEL})
 #: How long an idle POLL waits before the loop reads anyway (a CANCEL comes
 #: without waking pollers).
 POLL_TIMEOUT_MS = 100
@@ -144,12 +150,18 @@ class Daemon:
                     if call == DeviceCall.READ:
                         self.reads -= 1
                         if result > 0:
-                            self.active += 1
-                            # Registered before any task runs, so a CANCEL read
-                            # in the same batch always finds the I/O it names.
-                            (tag,) = struct.unpack_from("<Q", payload, 8)
-                            entry = self.inflight[tag] = _InFlight(tag)
-                            ops.start_soon(self._answer, payload, entry)
+                            tag, op_type = _TAG_TYPE.unpack_from(payload, 8)
+                            if op_type in _WAITING_OPS:
+                                self.active += 1
+                                # Registered before any task runs, so a CANCEL read
+                                # in the same batch always finds the I/O it names.
+                                entry = self.inflight[tag] = _InFlight(tag)
+                                ops.start_soon(self._answer, payload, entry)
+                            else:
+                                # The store answers metadata ops synchronously: answer
+                                # at once, so the downcall goes out before more READs
+                                # and no task is spawned (the latency of one upcall).
+                                self._answer_now(payload, tag)
                             # Ops keep coming: ramp the reads up.
                             self._read_more(2 if self.reads < MAX_READS - 1 else 1)
                         elif result != -errno.EAGAIN:
@@ -185,29 +197,43 @@ class Daemon:
 
     # -- one op ------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _upcall_of(frame: bytes):
+        try:
+            return proto.decode_read_frame(frame, userspace_version=PVFS2DEV_USERSPACE_VERSION).upcall
+        except ProtocolError as exc:
+            raise ProtocolFatal(str(exc)) from exc
+
+    def _send_downcall(self, tag: int, up, reply: Reply) -> None:
+        downcall = {"type": up.type, "status": reply.status}
+        if reply.resp is not None and reply.status == 0:
+            downcall["resp"] = reply.resp
+        trailer = reply.trailer if reply.status == 0 else b""
+        self.channel.send(DeviceCall.WRITE, payload=proto.encode_write_frame(tag, downcall, trailer))
+
+    def _answer_now(self, frame: bytes, tag: int) -> None:
+        """A metadata op (or READDIR, whose slot the kernel holds until it is answered)."""
+        up = self._upcall_of(frame)
+        if up.type == OpCode.READDIR:
+            reply = self.handlers.answer(up, lambda: self._readdir(up))
+        else:
+            reply = self.handlers.answer(up)
+        self._send_downcall(tag, up, reply)
+
     async def _answer(self, frame: bytes, entry: _InFlight) -> None:
+        """FILE_IO (in a worker thread, stoppable) or CANCEL (waits for the I/O it names)."""
         tag = entry.tag
         try:
-            try:
-                request = proto.decode_read_frame(frame, userspace_version=PVFS2DEV_USERSPACE_VERSION)
-            except ProtocolError as exc:
-                raise ProtocolFatal(str(exc)) from exc
-            up = request.upcall
+            up = self._upcall_of(frame)
             if up.type == OpCode.CANCEL:
                 reply = await self._cancel(up.req.cancel.op_tag)
             elif up.type == OpCode.FILE_IO:
                 reply = await self._file_io(up, entry)
-            elif up.type == OpCode.READDIR:
-                reply = self.handlers.answer(up, lambda: self._readdir(up))
             else:
                 reply = self.handlers.answer(up)
             if reply is None or entry.cancelled.is_set():
                 return  # cancelled: the kernel drops a late answer anyway
-            downcall = {"type": up.type, "status": reply.status}
-            if reply.resp is not None and reply.status == 0:
-                downcall["resp"] = reply.resp
-            trailer = reply.trailer if reply.status == 0 else b""
-            self.channel.send(DeviceCall.WRITE, payload=proto.encode_write_frame(tag, downcall, trailer))
+            self._send_downcall(tag, up, reply)
         finally:
             del self.inflight[tag]
             self.active -= 1
