@@ -14,6 +14,7 @@ import trio
 from pvfs2dev.rundir import default_rundir
 
 from .daemon import EXIT_STARTUP, parse_size, serve
+from .faults import FaultPlan, FaultSpecError, parse_fault
 from .store import StoreError
 
 
@@ -40,6 +41,17 @@ class Size(click.ParamType):
             self.fail(f"{value!r} is not a size such as 4MiB or 65536", param, ctx)
 
 
+class FaultSpec(click.ParamType):
+    name = "SPEC"
+
+    def convert(self, value, param, ctx):
+        try:
+            parse_fault(value)
+        except FaultSpecError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--rundir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The broker's run directory [default: as pvfs2dev serve].")
@@ -58,9 +70,14 @@ class Size(click.ParamType):
               help="Stripe unit of a new store [default: 64KiB; an existing store keeps its own].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--fault", "faults", type=FaultSpec(), multiple=True, default=None,
+              help="Misbehave on purpose, repeatable: delay:OP:TIME[:P], drop:OP[:P], "
+                   "corrupt:OP[:trailer|magic|short|tag[:P]], crash-after:N, stall-readdir.")
+@click.option("--fault-seed", type=int, default=0, show_default=True,
+              help="Seed of the draws that decide which upcalls a fault with a probability hits.")
 @click.option("--watchdog", is_flag=True, help="Run under the watchdog, restarted when it dies.")
 def command(rundir, store_dir, desc_count, desc_size, max_inflight, targets, stripe_size, log_level,
-            watchdog) -> None:
+            faults, fault_seed, watchdog) -> None:
     """The client-core daemon: answers the broker's upcalls from an embedded store."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .store.embedded import EmbeddedStore
@@ -77,7 +94,8 @@ def command(rundir, store_dir, desc_count, desc_size, max_inflight, targets, str
         sys.exit(EXIT_STARTUP)
     try:
         status = trio.run(functools.partial(serve, store, str(rundir), desc_count=desc_count,
-                                            desc_size=desc_size, max_inflight=max_inflight))
+                                            desc_size=desc_size, max_inflight=max_inflight,
+                                            faults=FaultPlan.parse(faults or (), fault_seed)))
     except (OSError, ValueError) as exc:
         click.echo(f"clientcore: {exc}", err=True)
         status = EXIT_STARTUP

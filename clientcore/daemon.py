@@ -23,6 +23,7 @@ client-core's 244; never restarted).
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -39,6 +40,7 @@ from pvfs2proto.channels import POLLIN, DeviceCall
 from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE, PVFS2DEV_USERSPACE_VERSION
 
 from .device import SOCKET_BUFFER, Device, MappedBuffers, RawChannel, handshake
+from .faults import ANSWER, ANSWER_NORMALLY, CORRUPT, CRASH, DELAY, Action, FaultPlan, corrupt_frame
 from .ops import OpError, OpHandlers, Reply
 from .store import Creds, Store
 
@@ -72,19 +74,21 @@ class ProtocolFatal(Exception):
 class _InFlight:
     """An op being answered: its task can be told to stop touching its slot."""
 
-    __slots__ = ("tag", "cancelled", "done")
+    __slots__ = ("tag", "cancelled", "done", "delaying")
 
     def __init__(self, tag: int) -> None:
         self.tag = tag
         self.cancelled = threading.Event()
         self.done = trio.Event()
+        #: While a --fault delay holds the answer back.
+        self.delaying: trio.CancelScope | None = None
 
 
 class Daemon:
     """One client-core: a store, the device connections, and the ops in flight."""
 
     def __init__(self, store: Store, rundir: str | os.PathLike, *, desc_count: int, desc_size: int,
-                 max_inflight: int = 64) -> None:
+                 max_inflight: int = 64, faults: FaultPlan | None = None) -> None:
         #: Set once the device is open and mapped: failures after it are not start-up errors.
         self.started = False
         #: Set when the broker closed the device under us.
@@ -98,6 +102,10 @@ class Daemon:
         self.inflight: dict[int, _InFlight] = {}
         self.stopped = trio.Event()
         self.io_limiter = trio.CapacityLimiter(max_inflight)
+        #: --fault: how this daemon misbehaves on purpose (empty: it doesn't).
+        self.faults = faults or FaultPlan([])
+        #: For each WRITE not yet answered, the damage done to it ("" for none); kept only with faults.
+        self._write_faults: collections.deque[str] = collections.deque()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Start up, serve until the broker closes the device, then return."""
@@ -151,17 +159,20 @@ class Daemon:
                         self.reads -= 1
                         if result > 0:
                             tag, op_type = _TAG_TYPE.unpack_from(payload, 8)
-                            if op_type in _WAITING_OPS:
-                                self.active += 1
-                                # Registered before any task runs, so a CANCEL read
-                                # in the same batch always finds the I/O it names.
-                                entry = self.inflight[tag] = _InFlight(tag)
-                                ops.start_soon(self._answer, payload, entry)
-                            else:
+                            action = self.faults.on_upcall(op_type) if self.faults else ANSWER_NORMALLY
+                            if action.what == ANSWER and op_type not in _WAITING_OPS:
                                 # The store answers metadata ops synchronously: answer
                                 # at once, so the downcall goes out before more READs
                                 # and no task is spawned (the latency of one upcall).
                                 self._answer_now(payload, tag)
+                            elif action.what in (ANSWER, DELAY, CORRUPT):
+                                self.active += 1
+                                # Registered before any task runs, so a CANCEL read
+                                # in the same batch always finds the I/O it names.
+                                entry = self.inflight[tag] = _InFlight(tag)
+                                ops.start_soon(self._answer, payload, entry, action)
+                            else:
+                                self._misbehave(action, tag, op_type)
                             # Ops keep coming: ramp the reads up.
                             self._read_more(2 if self.reads < MAX_READS - 1 else 1)
                         elif result != -errno.EAGAIN:
@@ -174,6 +185,9 @@ class Daemon:
                     elif call == DeviceCall.POLL:
                         self.polling = False
                         self._read_more(1)
+                    elif call == DeviceCall.WRITE and self.faults and self._write_faults.popleft():
+                        log.info("fault: the broker answered our damaged downcall with %s",
+                                 os.strerror(-result) if result < 0 else f"{result} (accepted)")
                     elif call == DeviceCall.WRITE and result < 0:
                         if result == -errno.EPROTO:
                             raise ProtocolFatal("the device refused our downcall version or magic")
@@ -204,12 +218,28 @@ class Daemon:
         except ProtocolError as exc:
             raise ProtocolFatal(str(exc)) from exc
 
-    def _send_downcall(self, tag: int, up, reply: Reply) -> None:
+    def _send_downcall(self, tag: int, up, reply: Reply, damage: str = "") -> None:
         downcall = {"type": up.type, "status": reply.status}
         if reply.resp is not None and reply.status == 0:
             downcall["resp"] = reply.resp
         trailer = reply.trailer if reply.status == 0 else b""
-        self.channel.send(DeviceCall.WRITE, payload=proto.encode_write_frame(tag, downcall, trailer))
+        frame = proto.encode_write_frame(tag, downcall, trailer)
+        if self.faults:
+            # WRITEs are answered in order: this says which answer is to a damaged one.
+            self._write_faults.append(damage)
+            if damage:
+                log.info("fault: answering %s tag %d with a downcall damaged by %s", OpCode(up.type).name, tag, damage)
+                frame = corrupt_frame(frame, damage)
+        self.channel.send(DeviceCall.WRITE, payload=frame)
+
+    def _misbehave(self, action: Action, tag: int, op_type: int) -> None:
+        """--fault crash-after and drop: die like a crashed daemon, or never answer."""
+        name = OpCode(op_type).name if op_type in OpCode._value2member_map_ else hex(op_type)
+        if action.what == CRASH:
+            log.warning("fault: crashing on upcall %d (%s tag %d)", self.faults.upcalls, name, tag)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)  # no close of the device: a crash
+        log.info("fault: dropping %s tag %d (never answered)", name, tag)
 
     def _answer_now(self, frame: bytes, tag: int) -> None:
         """A metadata op (or READDIR, whose slot the kernel holds until it is answered)."""
@@ -220,20 +250,28 @@ class Daemon:
             reply = self.handlers.answer(up)
         self._send_downcall(tag, up, reply)
 
-    async def _answer(self, frame: bytes, entry: _InFlight) -> None:
-        """FILE_IO (in a worker thread, stoppable) or CANCEL (waits for the I/O it names)."""
+    async def _answer(self, frame: bytes, entry: _InFlight, action: Action = ANSWER_NORMALLY) -> None:
+        """FILE_IO (in a worker thread, stoppable), CANCEL (waits for the I/O it names), or a faulted op."""
         tag = entry.tag
         try:
             up = self._upcall_of(frame)
+            if action.delay:
+                log.info("fault: delaying %s tag %d by %g s", OpCode(up.type).name, tag, action.delay)
+                with trio.CancelScope() as entry.delaying:
+                    await trio.sleep(action.delay)
+                if entry.cancelled.is_set():
+                    return
             if up.type == OpCode.CANCEL:
                 reply = await self._cancel(up.req.cancel.op_tag)
             elif up.type == OpCode.FILE_IO:
                 reply = await self._file_io(up, entry)
+            elif up.type == OpCode.READDIR:
+                reply = self.handlers.answer(up, lambda: self._readdir(up))
             else:
                 reply = self.handlers.answer(up)
             if reply is None or entry.cancelled.is_set():
                 return  # cancelled: the kernel drops a late answer anyway
-            self._send_downcall(tag, up, reply)
+            self._send_downcall(tag, up, reply, action.corrupt if action.what == CORRUPT else "")
         finally:
             del self.inflight[tag]
             self.active -= 1
@@ -257,6 +295,8 @@ class Daemon:
         target = self.inflight.get(op_tag)
         if target is not None:
             target.cancelled.set()
+            if target.delaying is not None:
+                target.delaying.cancel()  # a --fault delay ends at once
             await target.done.wait()
         return Reply()
 
@@ -292,9 +332,11 @@ class Daemon:
         return await trio.to_thread.run_sync(move, limiter=self.io_limiter)
 
 
-async def serve(store: Store, rundir: str, *, desc_count: int, desc_size: int, max_inflight: int) -> int:
+async def serve(store: Store, rundir: str, *, desc_count: int, desc_size: int, max_inflight: int,
+                faults: FaultPlan | None = None) -> int:
     """Run one daemon until the device goes away or a signal comes; return the exit status."""
-    daemon = Daemon(store, rundir, desc_count=desc_count, desc_size=desc_size, max_inflight=max_inflight)
+    daemon = Daemon(store, rundir, desc_count=desc_count, desc_size=desc_size, max_inflight=max_inflight,
+                    faults=faults)
     fatal: list[BaseException] = []
     failed: list[BaseException] = []
     try:
