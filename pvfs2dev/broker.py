@@ -20,6 +20,7 @@ import trio
 from pvfs2proto.constants import ORANGEFS_READDIR_DEFAULT_DESC_SIZE
 
 from .buffers import BufferPair
+from .faults import KernelFaults
 from .kernel import Kernel
 from .stats import TraceEvent
 
@@ -68,11 +69,13 @@ class Broker:
         self._poll_event = trio.Event()
         self._release_done = trio.Event()
         self.trace_subscribers: set[trio.MemorySendChannel] = set()
-        kernel.on_poll = self._wake_pollers
+        kernel.on_poll = self.wake_pollers
         kernel.on_release_done = self._released
         kernel.on_log = self._log
         kernel.on_deadline = self._deadline_set
         self._timer_target = math.inf
+        #: Kernel-side faults arranged through the control channel.
+        self.faults = KernelFaults(self)
         self.update_tracing()
 
     @staticmethod
@@ -102,15 +105,19 @@ class Broker:
 
     async def wait_poll(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds (inf = forever) for POLLIN; True if it came."""
-        if self.kernel.dev_poll():
+        if self.readable():
             return True
         with trio.move_on_after(timeout):
-            while not self.kernel.dev_poll():
+            while not self.readable():
                 await self._poll_event.wait()
             return True
         return False
 
-    def _wake_pollers(self) -> None:
+    def readable(self) -> bool:
+        """POLLIN: an op is eligible to be read, and reads are not paused (``pvfs2ctl fault pause-reads``)."""
+        return self.kernel.dev_poll() and not self.faults.reads_paused
+
+    def wake_pollers(self) -> None:
         self._poll_event.set()
         self._poll_event = trio.Event()
 

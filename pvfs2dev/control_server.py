@@ -8,7 +8,8 @@ a debug mask) needs the broker's own uid or root, from SO_PEERCRED.
 Commands: ``status``, ``ops``, ``buffers`` (``dump``: a slot index),
 ``mounts`` (with the FUSE mountpoint of each, if any), ``mount`` and
 ``umount`` (a FUSE mount served by the broker: ``mountpoint``, ``fsname``,
-``options``), ``params`` (``name``, ``value``), ``stats``, ``debug`` (``which``:
+``options``), ``fault`` (kernel-side faults: ``action``, see
+:meth:`ControlServer.cmd_fault`), ``params`` (``name``, ``value``), ``stats``, ``debug`` (``which``:
 kernel|client, ``value``: keywords), ``perf`` (``type``: acache|ncache|capcache)
 and ``trace``, which streams one line per state transition until the peer
 goes away.
@@ -124,6 +125,7 @@ class ControlServer:
             "request_list": len(k.requests),
             "in_progress": len(k.in_progress),
             "uptime": self.broker.now() - k.started,
+            "faults": self.broker.faults.snapshot(),
         }
 
     async def cmd_ops(self, request, **_) -> dict:
@@ -185,6 +187,42 @@ class ControlServer:
              "root": m.root_khandle.hex(), "pending": m.pending, "mountpoint": where(m.fs_id, m.id)}
             for m in self.kernel.mounts
         ]
+
+    # -- kernel-side faults ----------------------------------------------------------------------------
+
+    async def cmd_fault(self, request, *, uid, **_) -> dict:
+        """Arrange a kernel-side fault (pvfs2dev/faults.py); ``action`` says which, ``show`` (the default) lists them.
+
+        Actions: ``interrupt`` (``tag``, ``fatal``), ``hold-slots`` (``map``:
+        io|readdir, ``count``), ``release-slots`` (``map`` and ``count``, optional),
+        ``pause-reads``, ``resume-reads``.  Errors: EPERM (not the owner or
+        root), EINVAL, ESRCH (no op with that tag), ENXIO (no buffer mapped).
+        """
+        faults = self.broker.faults
+        action = request.get("action", "show")
+        if action == "show":
+            return {"faults": faults.snapshot()}
+        self._may_change(uid)
+        if action == "interrupt":
+            tag, fatal = request.get("tag"), request.get("fatal", False)
+            if not isinstance(tag, int) or isinstance(tag, bool) or not isinstance(fatal, bool):
+                raise ControlError(errno.EINVAL, "interrupt needs an integer tag (and a boolean fatal)")
+            return {"tag": tag, "op": faults.interrupt(tag, fatal=fatal), "fatal": fatal}
+        if action == "hold-slots":
+            name, count = request.get("map", "io"), request.get("count", 1)
+            if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool):
+                raise ControlError(errno.EINVAL, "hold-slots needs a map name and an integer count")
+            return {"map": name, "taken": faults.hold_slots(name, count), "faults": faults.snapshot()}
+        if action == "release-slots":
+            name, count = request.get("map"), request.get("count")
+            if (name is not None and not isinstance(name, str)) or (
+                    count is not None and (not isinstance(count, int) or isinstance(count, bool))):
+                raise ControlError(errno.EINVAL, "release-slots takes a map name and an integer count")
+            return {"released": faults.release_slots(name, count), "faults": faults.snapshot()}
+        if action in ("pause-reads", "resume-reads"):
+            faults.pause_reads(action == "pause-reads")
+            return {"faults": faults.snapshot()}
+        raise ControlError(errno.EINVAL, f"unknown fault action {action!r}")
 
     # -- FUSE mounts ---------------------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ class DeviceServer:
         if self.file is file:
             self.file = None
         self.kernel.dev_release(self.broker.now())
+        self.broker.faults.on_device_release()
 
 
 class DeviceConnection:
@@ -161,6 +162,8 @@ class DeviceConnection:
         try:
             if call == _READ:
                 self._need_file()
+                if self.broker.faults.reads_paused:
+                    raise OSError(errno.EAGAIN, "reads are paused (pvfs2ctl fault pause-reads)")
                 frame = self.kernel.dev_read(a0, now)
                 self.reply(call, seq, len(frame), frame)
             elif call == _WRITE:
@@ -168,7 +171,7 @@ class DeviceConnection:
                 self.reply(call, seq, self.kernel.dev_write(payload, now))
             elif call == _POLL:
                 self._need_file()
-                if a0 & POLLIN and self.kernel.dev_poll():
+                if a0 & POLLIN and self.broker.readable():
                     self.reply(call, seq, POLLIN)
                 else:
                     self.nursery.start_soon(self._poll, seq, a0, a1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -79,6 +80,13 @@ class Server:
         self.paths = [self.rundir / DEVICE_SOCKET, self.rundir / VFS_SOCKET, self.rundir / CONTROL_SOCKET]
 
     async def run(self, *, handle_signals: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # Signals are caught from before the sockets exist: a SIGTERM sent as
+        # soon as they appear must still be a clean shutdown, not a kill.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) if handle_signals \
+                else contextlib.nullcontext() as signals:
+            await self._run(signals, task_status)
+
+    async def _run(self, signals, task_status) -> None:
         sockets = []
         try:
             sockets.append(await _bind(self.paths[0], socket.SOCK_SEQPACKET, 0o600))
@@ -94,11 +102,10 @@ class Server:
                 if self.config.mount is not None:
                     nursery.start_soon(self._mount, nursery.cancel_scope)
                 task_status.started(self)
-                if handle_signals:
-                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            log.info("%s: shutting down", signal.Signals(signum).name)
-                            break
+                if signals is not None:
+                    async for signum in signals:
+                        log.info("%s: shutting down", signal.Signals(signum).name)
+                        break
                     await self.shutdown()
                     nursery.cancel_scope.cancel()
             if self._failed is not None:

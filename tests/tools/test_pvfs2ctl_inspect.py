@@ -354,12 +354,38 @@ def test_another_user_may_read_but_not_change(stack):
     assert _as_uid(NOBODY, stack.rundir, "params", "op_timeout_secs")[:2] == (0, "20\n")
     code, stdout, _ = _as_uid(NOBODY, stack.rundir, "status", "--json")
     assert code == 0 and json.loads(stdout)["daemon_in_service"] is True
-    for args in (("params", "op_timeout_secs", "30"), ("debug", "kernel", "all")):
+    for args in (("params", "op_timeout_secs", "30"), ("debug", "kernel", "all"), ("fault", "pause-reads"),
+                 ("fault", "hold-slots")):
         code, _, stderr = _as_uid(NOBODY, stack.rundir, *args)
         assert code == 1, stderr
         assert stderr.startswith("pvfs2ctl: EPERM: ") and stderr.count("\n") == 1, stderr
     assert control(stack.rundir, "params", name="op_timeout_secs")["value"] == "20\n"
     assert control(stack.rundir, "debug", which="kernel")["value"] == "none"
+
+
+def test_fault_hold_and_release_slots_and_pause_reads(ctl, stack):
+    """pvfs2ctl fault: hold-slots takes free slots (shown by buffers and fault show), release-slots gives them
+    back; pause-reads / resume-reads toggle the device's reads; every change is visible in status."""
+    try:
+        held = ok_json(ctl("fault", "hold-slots", "--map", "readdir", "--count", "2", "--json"))
+        assert held["taken"] == [0, 1] and held["faults"]["held_slots"]["readdir"] == [0, 1]
+        assert "readdir slots held" in ok(ctl("fault", "show")).stdout
+        busy = ok_json(ctl("buffers", "--json"))["maps"][1]["busy"]
+        assert busy == [0, 1]
+        assert "released 2 slots" in ok(ctl("fault", "release-slots")).stdout
+        assert "reads paused" in ok(ctl("fault", "pause-reads")).stdout
+        assert ok_json(ctl("status", "--json"))["faults"]["reads_paused"] is True
+    finally:
+        ok(ctl("fault", "resume-reads"))
+        ok(ctl("fault", "release-slots"))
+    assert ok_json(ctl("fault", "show", "--json"))["faults"] == {
+        "reads_paused": False, "held_slots": {"io": [], "readdir": []}}
+
+
+def test_fault_interrupt_of_an_unknown_tag_is_one_esrch_line(ctl):
+    """Interrupting a tag no op has fails with one ESRCH line and exit 1; a bad tag is a usage error."""
+    fails(ctl("fault", "interrupt", "999999999"), "ESRCH")
+    assert ctl("fault", "interrupt", "soon").exit_code == 2
 
 
 def test_debug_kernel_and_client_masks(ctl):

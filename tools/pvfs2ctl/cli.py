@@ -82,11 +82,12 @@ def main(ctx: click.Context, rundir: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import fs, inspect_cmds
+    from . import fault_cmds, fs, inspect_cmds
 
     for command in inspect_cmds.COMMANDS:
         main.add_command(command)
     main.add_command(fs.fs)
+    main.add_command(fault_cmds.fault)
 
 
 _register()

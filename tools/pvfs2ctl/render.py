@@ -131,6 +131,17 @@ def mounts_table(mounts: Sequence[dict]) -> Table:
     return table
 
 
+def faults_table(faults: dict) -> Table:
+    """The kernel-side faults arranged now (``pvfs2ctl fault``)."""
+    table = Table(title="kernel-side faults")
+    table.add_column("fault")
+    table.add_column("state")
+    table.add_row("reads paused", "yes" if faults.get("reads_paused") else "no")
+    for name, held in sorted(faults.get("held_slots", {}).items()):
+        table.add_row(f"{name} slots held", ", ".join(str(i) for i in held) if held else "none")
+    return table
+
+
 def buffers_table(maps: Sequence[dict]) -> Table:
     """Both slot maps: geometry, the kernel's counter ``c``, the busy bitmap and waiters."""
     table = Table(title="slot maps")
