@@ -38,18 +38,19 @@ up to 1 MiB each) are gathered into one contiguous range of at most one slot,
 written by one gid; a full range goes out as a FILE_IO in the background while
 the next fills (two in flight at most, never overlapping), and anything that
 needs the data or the size — read, GETATTR, truncate, flush, fsync, release,
-unmount — first waits for every write of the file.  A failed write is reported
-at the next write, flush (close) or fsync, as writeback errors are.  Reads
-that go on sequentially fetch 4 MiB ahead (the kernel's readahead size) and
-are served from that window until a write or truncate changes the file; other
-reads fetch what was asked.  FILE_IO travels with uid 0 and the caller's gid,
-as the kernel sends I/O on a file opened for it; ``perform`` splits anything
-larger than a slot.
+unmount, and a SETATTR of the mtime — first waits for every write of the file.
+A failed write is reported at the next write, flush (close) or fsync, as
+writeback errors are.  Reads that go on sequentially fetch 4 MiB ahead (the
+kernel's readahead size) and are served from that window until a write or
+truncate changes the file; other reads fetch what was asked.  FILE_IO travels
+with uid 0 and the caller's gid, as the kernel sends I/O on a file opened for
+it; ``perform`` splits anything larger than a slot.
 
 *Errors.*  Every handler answers ``FUSEError(errno)``: the reply's errno, or
 the kernel's own check made before any upcall (ENAMETOOLONG, rename flags →
-EINVAL, getxattr on a symlink → EOPNOTSUPP).  Anything else escaping a
-handler would end the whole session, so it is logged and answered EIO.
+EINVAL, getxattr on a symlink → EOPNOTSUPP, the POSIX ACL xattrs on a mount
+without ``-o acl`` → EOPNOTSUPP).  Anything else escaping a handler would end
+the whole session, so it is logged and answered EIO.
 
 *Mount and unmount.*  :meth:`FuseMount.run` sends FS_MOUNT (``perform`` runs
 it as mount(2): FS_MOUNT, GETATTR of the root, FEATURES), retrying until a
@@ -101,6 +102,8 @@ DEFAULT_FSNAME = "tcp://localhost:3334/pvfs2-fs"
 NAME_MAX = ORANGEFS_NAME_MAX - 1
 #: listxattr hides these keys (spec §4.14).
 HIDDEN_XATTR_PREFIX = b"system.pvfs2."
+#: The POSIX ACL xattrs: the VFS answers them itself (EOPNOTSUPP on a mount without ``-o acl``).
+POSIX_ACL_XATTRS = (b"system.posix_acl_access", b"system.posix_acl_default")
 #: GETATTRs in flight while a readdirplus fills its entries.
 GETATTR_WINDOW = 32
 #: Read ahead when reading on sequentially (the kernel expands readahead to 4 MiB).
@@ -516,6 +519,13 @@ class Operations(pyfuse3.Operations):
         if fields.update_mtime:
             values["mtime"] = max(0, attr.st_mtime_ns // 1_000_000_000)
             mask |= AttrMask.MTIME | AttrMask.MTIME_SET
+            # Written data still held here goes out first: its FILE_IO stamps the
+            # mtime when it lands, which would undo the time set now (cp -a writes,
+            # then sets the source's times, then closes).  The kernel keeps the
+            # time in the inode and its page writeback never changes it.
+            data = self.data.get(node.khandle)
+            if data is not None and (data.dirty or data.inflight):
+                await self._writeback(data, node.khandle)
         if mask or fields.update_ctime:
             mask |= AttrMask.CTIME
             values["mask"] = int(mask)
@@ -991,6 +1001,14 @@ class Operations(pyfuse3.Operations):
     def _check_xattr_name(name: bytes) -> None:
         if not name or len(name) >= ORANGEFS_MAX_XATTR_NAMELEN:
             raise _fail(errno.ERANGE)
+        if name in POSIX_ACL_XATTRS:
+            # The kernel module mounted without -o acl has no SB_POSIXACL, so the
+            # VFS refuses these with EOPNOTSUPP before the filesystem sees them.
+            # FUSE passes them on to a daemon without FUSE_POSIX_ACL; stored as
+            # plain xattrs they would swallow the mode an ACL carries (cp -a sets
+            # the mode with fsetxattr(system.posix_acl_access) when that works,
+            # and falls back to fchmod on EOPNOTSUPP).
+            raise _fail(errno.EOPNOTSUPP)
 
     @handler
     async def getxattr(self, inode, name, ctx):

@@ -1,10 +1,11 @@
 """A real mount: ``pvfs2dev serve --mount`` with a real client-core, driven by real programs (issue 6).
 
-The module fixture runs ``pvfs2dev serve --rundir D --mount M`` and
+The module fixture (``conftest.py``) runs ``pvfs2dev serve --rundir D --mount M`` and
 ``clientcore --rundir D --store S`` as processes; both are always terminated
 and the mount must be gone afterwards (``/proc/mounts``).  Each test then runs
 ordinary programs (coreutils, tar, find, dd, diff) or plain syscalls on the
-mount and checks what they see.
+mount and checks what they see.  The bigger runs (git, thousands of files,
+1 GiB, the fsx exerciser, a client-core crash) are in ``test_programs.py``.
 """
 
 from __future__ import annotations
@@ -12,145 +13,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import os
 import random
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from .helpers import DEADLINE, MiB, Stack, mounted, needs_fuse, run, sh, sha256
 
-def _why_not() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing: this machine cannot mount FUSE filesystems"
-    try:
-        import pyfuse3  # noqa: F401
-    except ImportError as exc:
-        return f"pyfuse3 cannot be imported ({exc}); ./dev installs fuse3, libfuse3-dev and pyfuse3"
-    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not usable by this user"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-
-BIN = Path(sys.executable).parent
-DEADLINE = 20.0
-MiB = 1024 * 1024
-
-
-def _command(name: str, module: str) -> list[str]:
-    path = BIN / name
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
-
-
-def mounted(mountpoint: Path) -> bool:
-    """Whether ``mountpoint`` is in /proc/mounts."""
-    target = os.path.realpath(mountpoint)
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
-
-
-def run(*args: str, cwd: Path | None = None, input: bytes | None = None, timeout: float = 60) -> str:
-    """Run a program; its stdout, or a failure showing its stderr."""
-    done = subprocess.run(args, cwd=cwd, input=input, capture_output=True, timeout=timeout)
-    assert done.returncode == 0, f"{args} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
-    return done.stdout.decode(errors="replace")
-
-
-def sh(script: str, cwd: Path, timeout: float = 60) -> str:
-    return run("sh", "-ec", script, cwd=cwd, timeout=timeout)
-
-
-class Stack:
-    """The broker with its mount and a client-core, as processes."""
-
-    def __init__(self, base: Path, *, mount_options: tuple[str, ...] = ()) -> None:
-        self.base = base
-        self.rundir = base / "run"
-        self.store = base / "store"
-        self.mnt = base / "mnt"
-        self.mnt.mkdir(parents=True, exist_ok=True)
-        self.logs = {name: open(base / f"{name}.log", "wb") for name in ("serve", "clientcore")}
-        options = [arg for opt in mount_options for arg in ("-o", opt)]
-        self.serve = subprocess.Popen(
-            [*_command("pvfs2dev", "pvfs2dev.cli"), "serve", "--rundir", str(self.rundir), "--mount", str(self.mnt),
-             *options], stdin=subprocess.DEVNULL, stdout=self.logs["serve"], stderr=subprocess.STDOUT)
-        self.clientcore = None
-        try:
-            self._wait(lambda: (self.rundir / "pvfs2-req").is_socket(), "the broker's sockets")
-            self.clientcore = subprocess.Popen(
-                [*_command("clientcore", "clientcore.cli"), "--rundir", str(self.rundir), "--store", str(self.store)],
-                stdin=subprocess.DEVNULL, stdout=self.logs["clientcore"], stderr=subprocess.STDOUT)
-            self._wait(lambda: mounted(self.mnt), "the mount")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait(self, ready, what: str) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not ready():
-            if self.serve.poll() is not None:
-                raise AssertionError(f"pvfs2dev serve exited {self.serve.returncode}:\n{self.log('serve')}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} after {DEADLINE} s:\n{self.log('serve')}")
-            time.sleep(0.05)
-
-    def log(self, name: str) -> str:
-        if not self.logs[name].closed:
-            self.logs[name].flush()
-        return (self.base / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        """SIGTERM the broker (it unmounts), then the client-core; kill whatever is left."""
-        for process in (self.serve, self.clientcore):
-            if process is None:
-                continue
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=DEADLINE)
-        for f in self.logs.values():
-            f.close()
-        if mounted(self.mnt):  # never leave a stale mount behind, even when the test fails
-            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
-            raise AssertionError(f"{self.mnt} was still mounted after the broker stopped")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("fuse"), mount_options=("default_permissions",))
-    try:
-        yield stack
-    finally:
-        stack.stop()
-    assert stack.serve.returncode == 0, stack.log("serve")
-    assert "Traceback" not in stack.log("serve"), stack.log("serve")
-
-
-@pytest.fixture
-def mnt(stack, request) -> Path:
-    """A fresh directory on the mount for one test."""
-    path = stack.mnt / request.node.name.replace("[", "_").replace("]", "_")
-    path.mkdir()
-    return path
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
+pytestmark = needs_fuse
 
 
 # -- listing and attributes ------------------------------------------------------------------------------
@@ -377,66 +252,6 @@ def test_rename_flags_are_einval(mnt):
     assert (mnt / "a").exists() and not (mnt / "b").exists()
 
 
-def test_random_read_write_truncate_against_a_shadow(mnt):
-    """fsx-style: 2,000 seeded random and sequential writes, reads, truncates and reopens on two fds match a shadow."""
-    rng = random.Random(20260)
-    path = mnt / "fsx"
-    shadow = bytearray()
-    max_size = 6 * MiB
-    fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o644), -1]
-    fds[1] = os.open(path, os.O_RDONLY)
-
-    def write(offset: int, data: bytes) -> None:
-        assert os.pwrite(fds[0], data, offset) == len(data)
-        if offset > len(shadow):
-            shadow.extend(bytes(offset - len(shadow)))
-        shadow[offset : offset + len(data)] = data
-
-    def read(offset: int, length: int, step: int) -> None:
-        got = os.pread(fds[rng.randrange(2)], length, offset)
-        assert got == bytes(shadow[offset : offset + length]), f"step {step}: read {length}@{offset}"
-
-    try:
-        for step in range(2000):
-            op = rng.random()
-            if op < 0.30:  # a random write
-                offset = rng.randrange(0, max_size)
-                write(offset, rng.randbytes(min(rng.randrange(1, 65536), max_size - offset) or 1))
-            elif op < 0.40:  # a sequential run (gathered into slot-size FILE_IOs)
-                offset, chunk = rng.randrange(0, max_size // 2), rng.choice([4096, 65536, 131072, MiB])
-                for _ in range(rng.randrange(2, 8)):
-                    write(offset, rng.randbytes(chunk))
-                    offset += chunk
-            elif op < 0.65:  # a random read
-                read(rng.randrange(0, max_size), rng.randrange(1, 131072), step)
-            elif op < 0.80:  # a sequential read (read ahead)
-                offset, chunk = rng.randrange(0, max_size), 131072
-                for _ in range(rng.randrange(2, 12)):
-                    read(offset, chunk, step)
-                    offset += chunk
-            elif op < 0.90:
-                size = rng.randrange(0, max_size)
-                os.ftruncate(fds[0], size)
-                if size < len(shadow):
-                    del shadow[size:]
-                else:
-                    shadow.extend(bytes(size - len(shadow)))
-            elif op < 0.95:
-                which = rng.randrange(2)
-                os.close(fds[which])
-                fds[which] = os.open(path, os.O_RDWR if which == 0 else os.O_RDONLY)
-            else:
-                assert os.fstat(fds[rng.randrange(2)]).st_size == len(shadow), f"step {step}: size"
-        for i, fd in enumerate(fds):
-            os.close(fd)
-            fds[i] = -1
-        assert path.read_bytes() == bytes(shadow)
-    finally:
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-
-
 def test_client_core_restart_keeps_the_mount(tmp_path):
     """A client-core restart remounts (REMOUNT_ALL) while the mount stays up, and a call waiting meanwhile completes."""
     stack = Stack(tmp_path)
@@ -447,9 +262,7 @@ def test_client_core_restart_keeps_the_mount(tmp_path):
         waiting = subprocess.Popen(["cat", str(stack.mnt / "f")], stdout=subprocess.PIPE)
         time.sleep(0.5)
         assert waiting.poll() is None  # held until a client-core is back
-        stack.clientcore = subprocess.Popen(
-            [*_command("clientcore", "clientcore.cli"), "--rundir", str(stack.rundir), "--store", str(stack.store)],
-            stdin=subprocess.DEVNULL, stdout=stack.logs["clientcore"], stderr=subprocess.STDOUT)
+        stack.start_clientcore()
         out, _ = waiting.communicate(timeout=DEADLINE)
         assert waiting.returncode == 0 and out == b"before"
         assert mounted(stack.mnt) and (stack.mnt / "f").read_text() == "before"
