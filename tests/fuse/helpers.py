@@ -105,7 +105,8 @@ class Stack:
     runs (and restarts when it dies).
     """
 
-    def __init__(self, base: Path, *, mount_options: tuple[str, ...] = (), watchdog: bool = False) -> None:
+    def __init__(self, base: Path, *, mount_options: tuple[str, ...] = (), watchdog: bool = False,
+                 mount: bool = True, clientcore: bool = True, serve_args: tuple[str, ...] = ()) -> None:
         self.base = base
         self.rundir = base / "run"
         self.store = base / "store"
@@ -114,16 +115,19 @@ class Stack:
         self.mnt.mkdir(parents=True, exist_ok=True)
         self.logs = {name: open(base / f"{name}.log", "wb") for name in ("serve", "clientcore")}
         options = [arg for opt in mount_options for arg in ("-o", opt)]
+        mount_args = ["--mount", str(self.mnt), *options] if mount else []
         self.serve = subprocess.Popen(
-            [*_command("pvfs2dev", "pvfs2dev.cli"), "serve", "--rundir", str(self.rundir), "--mount", str(self.mnt),
-             *options], stdin=subprocess.DEVNULL, stdout=self.logs["serve"], stderr=subprocess.STDOUT)
+            [*_command("pvfs2dev", "pvfs2dev.cli"), "serve", "--rundir", str(self.rundir), *mount_args, *serve_args],
+            stdin=subprocess.DEVNULL, stdout=self.logs["serve"], stderr=subprocess.STDOUT)
         self.clientcore = None
         #: Every daemon pid seen under the watchdog (for cleanup if the watchdog itself must be killed).
         self.daemons: set[int] = set()
         try:
             self._wait(lambda: (self.rundir / "pvfs2-req").is_socket(), "the broker's sockets")
-            self.start_clientcore()
-            self._wait(lambda: mounted(self.mnt), "the mount")
+            if clientcore:
+                self.start_clientcore()
+            if mount:
+                self._wait(lambda: mounted(self.mnt), "the mount")
         except BaseException:
             self.stop()
             raise
