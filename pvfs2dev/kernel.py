@@ -638,7 +638,11 @@ class Kernel:
                 self.stats.timed_out += 1
                 self._log("warning", f"op {op.tag} {op.name}: wait timed out; aborting attempt")
             self._give_up(op)
-        if result == -errno.EAGAIN:
+        # Only a purge retries: a serviced op whose client-core answered EAGAIN
+        # returns it as is (service_operation jumps to "out" on a downcall).
+        # Retrying it re-queued a SERVICED op (TransitionError) and counted an
+        # attempt the kernel never counts.
+        if outcome == WAIT_PURGED and result == -errno.EAGAIN:
             op.attempts += 1
             op.retry_timeout = True
             if not op.uses_shared_memory:
