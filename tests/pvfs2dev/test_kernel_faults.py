@@ -221,3 +221,32 @@ async def test_ordinary_interrupt_leaves_an_uninterruptible_op_alone_and_fatal_e
                 assert (await fault(rundir, "interrupt", tag=frame.tag, fatal=True))["fatal"] is True
                 await wait_for(rundir, lambda s: not s["ops_by_state"])
             assert replies[0].result == -errno.EINTR
+
+
+# -- issue 7 scenario 2: no client-core at all -----------------------------------------------------------
+
+
+async def test_with_no_client_core_calls_time_out_and_one_that_starts_in_time_serves_them(broker, rundir,
+                                                                                          autojump_clock):
+    """Spec §4.5 step 4, §4.6: with no client-core a call waits op_timeout_secs (20) and fails ETIMEDOUT; a call
+    still waiting when a client-core opens the device is read and answered by it."""
+    async with VfsClient.connect(vfs_path(rundir)) as vfs:
+        with trio.fail_after(600):
+            start = trio.current_time()
+            assert (await vfs.submit(getattr_upcall())).result == -errno.ETIMEDOUT
+            assert 20 <= trio.current_time() - start < 21
+            async with trio.open_nursery() as nursery:
+                replies = []
+
+                async def caller():
+                    replies.append((await vfs.submit(getattr_upcall())).result)
+
+                nursery.start_soon(caller)
+                await wait_for(rundir, lambda s: s["request_list"] == 1)
+                await trio.sleep(15)  # within the op timeout
+                async with HandCore.start(rundir, count=2, size=1 * MiB) as core:
+                    await core.auto(await core.next_frame())
+                    while not replies:
+                        await trio.sleep(0.01)
+            assert replies == [0]
+            assert trio.current_time() - start < 20 + 20
