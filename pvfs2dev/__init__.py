@@ -6,5 +6,7 @@
 * :mod:`.broker`  the core plus trio: deadlines, wake-ups, buffers, trace fan-out
 * :mod:`.vfs`  the VFS glue: FILE_IO chunking, readdir slots, mount and umount
 * :mod:`.device_server`, :mod:`.vfs_server`, :mod:`.control_server`  the three sockets
+* :mod:`.recorder`  byte-level recording at the device edge (``pvfs2ctl trace --record``)
+* :mod:`.replay`  ``pvfs2dev replay``: the kernel's side of a recording against any client-core
 * :mod:`.server`, :mod:`.cli`  running it: ``pvfs2dev serve``
 """

@@ -22,6 +22,7 @@ from pvfs2proto.constants import ORANGEFS_READDIR_DEFAULT_DESC_SIZE
 from .buffers import BufferPair
 from .faults import KernelFaults
 from .kernel import Kernel
+from .recorder import Recorder, RecordStream
 from .stats import TraceEvent
 
 log = logging.getLogger("pvfs2dev")
@@ -69,6 +70,8 @@ class Broker:
         self._poll_event = trio.Event()
         self._release_done = trio.Event()
         self.trace_subscribers: set[trio.MemorySendChannel] = set()
+        #: The device edge's recording hook: None unless someone records (pvfs2dev/recorder.py).
+        self.recorder: Recorder | None = None
         kernel.on_poll = self.wake_pollers
         kernel.on_release_done = self._released
         kernel.on_log = self._log
@@ -165,6 +168,26 @@ class Broker:
                 pass  # a slow reader loses events rather than stalling the kernel
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.trace_subscribers.discard(channel)
+
+    # -- byte-level recording -------------------------------------------------------------------------
+
+    def subscribe_records(self, stream: RecordStream) -> None:
+        """Have the device edge record every upcall and downcall for ``stream`` (until unsubscribed)."""
+        if self.recorder is None:
+            self.recorder = Recorder(self._io_slot)
+        self.recorder.streams.add(stream)
+
+    def unsubscribe_records(self, stream: RecordStream) -> None:
+        if self.recorder is not None:
+            self.recorder.streams.discard(stream)
+            if not self.recorder.streams:
+                self.recorder = None
+
+    def _io_slot(self, index: int) -> memoryview | None:
+        buffers = self.buffers
+        if buffers is None or not 0 <= index < buffers.io.count:
+            return None
+        return buffers.io.slot(index)
 
     @staticmethod
     def _log(level: str, message: str) -> None:

@@ -130,5 +130,55 @@ def umount(rundir, mountpoint) -> None:
     control_request(rundir, "umount", mountpoint=os.path.abspath(mountpoint))
 
 
+@main.command()
+@click.option("--rundir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Serve the replay's device here [default: a new temporary directory, removed afterwards].")
+@click.option("--clientcore", "clientcore", metavar="COMMAND", default=None,
+              help="Start this client-core (a shell-quoted command; --rundir DIR is appended) and stop it at the "
+                   "end [default: wait for one to attach].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              metavar="SECS", help="How long to wait for the client-core to map its buffers, and for each answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.argument("recording", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+def replay(rundir, clientcore, timeout, as_json, recording) -> None:
+    """Replay the kernel's side of a recording (pvfs2ctl trace --record) against a client-core.
+
+    Submits the recorded upcalls one at a time, in their order, translating
+    handles, fs_ids and tokens to the ones the client-core hands out, and
+    compares each answer with the recorded one (times masked).  Exits 0 if no
+    answer differs, 1 at the first divergence, 2 for a file that is not a
+    recording, 3 if the replay could not run.
+    """
+    import shutil
+    import tempfile
+
+    from .replay import EXIT_BAD_FILE, EXIT_FAILED, RecordingError, ReplayError, load
+    from .replay import replay as run_replay
+
+    try:
+        loaded = load(recording)
+    except RecordingError as exc:
+        click.echo(f"pvfs2dev replay: {recording}: {exc}", err=True)
+        sys.exit(EXIT_BAD_FILE)
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    temporary = rundir is None
+    where = Path(tempfile.mkdtemp(prefix="pvfs2dev-replay-")) if temporary else rundir
+    announce = None if clientcore else (lambda text: click.echo(f"pvfs2dev replay: {text}", err=True))
+    try:
+        report = trio.run(lambda: run_replay(loaded, where, clientcore=clientcore, timeout=timeout,
+                                             announce=announce))
+    except RecordingError as exc:
+        click.echo(f"pvfs2dev replay: {recording}: {exc}", err=True)
+        sys.exit(EXIT_BAD_FILE)
+    except ReplayError as exc:
+        click.echo(f"pvfs2dev replay: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        if temporary:
+            shutil.rmtree(where, ignore_errors=True)
+    click.echo(json.dumps(report.as_dict()) if as_json else report.text())
+    sys.exit(report.status)
+
+
 if __name__ == "__main__":
     main()

@@ -12,7 +12,9 @@ Commands: ``status``, ``ops``, ``buffers`` (``dump``: a slot index),
 :meth:`ControlServer.cmd_fault`), ``params`` (``name``, ``value``), ``stats``, ``debug`` (``which``:
 kernel|client, ``value``: keywords), ``perf`` (``type``: acache|ncache|capcache)
 and ``trace``, which streams one line per state transition until the peer
-goes away.
+goes away (with ``"record": true`` also one per upcall and downcall, the
+byte-level records ``pvfs2ctl trace --record`` writes and ``pvfs2dev replay``
+reads).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from pvfs2proto.upcall import value32_pair, value64_of
 from . import params as sysfs
 from .broker import Broker, guarded
 from .mounts import FuseMounts
+from .recorder import Lost, Record, RecordStream
+from .recorder import header as recording_header
 from .vfs import Call
 from .vfs_server import peer_credentials
 
@@ -81,7 +85,7 @@ class ControlServer:
                         await _send(stream, _error(errno.EINVAL, f"bad request: {exc}"))
                         continue
                     if request.get("cmd") == "trace":
-                        await self._trace(stream)
+                        await self._trace(stream, request)
                         return
                     try:
                         reply = await self.handle(request, uid=uid, gid=gid, pid=pid)
@@ -390,17 +394,54 @@ class ControlServer:
 
     # -- trace stream -----------------------------------------------------------------------------------
 
-    async def _trace(self, stream: trio.SocketStream) -> None:
-        send, receive = trio.open_memory_channel(4096)
+    async def _trace(self, stream: trio.SocketStream, request: dict) -> None:
+        """Stream transitions; with ``"record": true`` also every upcall and downcall (pvfs2dev/recorder.py).
+
+        The reply to a recording request carries the recording's header line
+        (``record``); the stream then interleaves transitions (``before`` and
+        ``after``) with records (``event`` upcall, downcall, map, or lost when
+        this reader fell behind and records were dropped).
+        """
+        record = request.get("record", False)
+        if not isinstance(record, bool):
+            await _send(stream, _error(errno.EINVAL, "bad request: record is true or false"))
+            return
+        # Records need room: a recording reader gets a deeper queue (bounded in bytes as well).
+        send, receive = trio.open_memory_channel(65536 if record else 4096)
+        records = RecordStream(send) if record else None
+        start = self.broker.now()
         self.broker.subscribe(send)
+        if records is not None:
+            self.broker.subscribe_records(records)
         try:
-            await _send(stream, {"ok": True, "trace": "started"})
-            async with receive:
+            reply = {"ok": True, "trace": "started"}
+            if records is not None:
+                reply["record"] = recording_header(self.broker, start)
+            await _send(stream, reply)
+            async with receive, trio.open_nursery() as nursery:
+                # A reader that goes away stops the stream at once, not at the next event.
+                nursery.start_soon(_until_closed, stream, nursery.cancel_scope)
                 async for event in receive:
-                    await _send(stream, event.as_dict())
+                    if records is not None and isinstance(event, (Record, Lost)):
+                        records.taken(event)
+                        await _send(stream, event.as_dict(start))
+                    else:
+                        await _send(stream, event.as_dict())
         finally:
             self.broker.unsubscribe(send)
+            if records is not None:
+                self.broker.unsubscribe_records(records)
             send.close()
+
+
+async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    """Read (and ignore) what a trace reader sends until it closes, then cancel ``scope``."""
+    try:
+        while await stream.receive_some(65536):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        pass
+    scope.cancel()
 
 
 def _error(err: int, message: str) -> dict:

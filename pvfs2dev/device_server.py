@@ -11,6 +11,10 @@ REMOUNT_ALL (until every remount is serviced), which reply later: clients
 match replies by ``seq``.  Malformed packets get ``-EINVAL`` (or the errno the
 kernel would give) and never take the broker down; fds sent with any packet
 are closed and refused.
+
+While someone records (``pvfs2ctl trace --record``), READ, WRITE and MAP also
+go through ``broker.recorder`` (pvfs2dev/recorder.py); otherwise that costs one
+attribute check per call.
 """
 
 from __future__ import annotations
@@ -165,10 +169,17 @@ class DeviceConnection:
                 if self.broker.faults.reads_paused:
                     raise OSError(errno.EAGAIN, "reads are paused (pvfs2ctl fault pause-reads)")
                 frame = self.kernel.dev_read(a0, now)
+                recorder = self.broker.recorder
+                if recorder is not None:
+                    recorder.read(frame, now)
                 self.reply(call, seq, len(frame), frame)
             elif call == _WRITE:
                 self._need_file()
-                self.reply(call, seq, self.kernel.dev_write(payload, now))
+                recorder = self.broker.recorder
+                if recorder is None:
+                    self.reply(call, seq, self.kernel.dev_write(payload, now))
+                else:
+                    self.reply(call, seq, recorder.write(self.kernel.dev_write, payload, now))
             elif call == _POLL:
                 self._need_file()
                 if a0 & POLLIN and self.broker.readable():
@@ -251,6 +262,8 @@ class DeviceConnection:
             except OSError as exc:
                 raise OSError(errno.ENOMEM, f"cannot create the shared buffers: {exc}") from None
             self.kernel.install_bufmap(desc, now)
+            if self.broker.recorder is not None:
+                self.broker.recorder.mapped(buffers.io.count, buffers.io.slot_size, now)
             self.reply(DeviceCall.IOCTL, seq, 0, b"", fds=buffers.fds)
             buffers.handed_over()
         elif cmd == IoctlCommand.REMOUNT_ALL:

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 import pvfs2proto as proto
 from pvfs2ctl.cli import main
 from pvfs2ctl.client import VfsClient
+from pvfs2dev.recorder import decode_frame
 
 from .stack import DEADLINE, control, fails, running_stack
 
@@ -239,8 +240,9 @@ def test_stats_prometheus_is_valid_exposition_text(ctl):
 
 
 def test_trace_streams_and_records_transitions(ctl, stack, tmp_path):
-    """trace --count N prints N lines 'time tag op event before -> after', --record writes them as JSON
-    lines, and --json prints JSON lines."""
+    """trace --count N prints N lines 'time tag op event before -> after' and --json prints JSON lines; with
+    --record FILE (issue 7) FILE gets a header line, then each upcall and downcall with its bytes, until N
+    downcalls are recorded, while the transitions still go to standard output."""
     stop = threading.Event()
 
     def traffic() -> None:
@@ -255,19 +257,31 @@ def test_trace_streams_and_records_transitions(ctl, stack, tmp_path):
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        record = tmp_path / "trace.jsonl"
-        out = ok(ctl("trace", "--count", "4", "--record", record)).stdout
-        lines = out.splitlines()
+        lines = ok(ctl("trace", "--count", "4")).stdout.splitlines()
         assert len(lines) == 4
         for line in lines:
             assert re.fullmatch(r"\d+\.\d{6} \d+ OP_\w+ \w+ [\w|]+ -> [\w|]+", line), line
-        events = [json.loads(line) for line in record.read_text().splitlines()]
-        assert len(events) == 4
-        assert all({"time", "tag", "op", "event", "before", "after"} <= e.keys() for e in events)
-        assert [f"{e['tag']} {e['op']} {e['event']} {e['before']} -> {e['after']}" for e in events] == \
-            [line.split(" ", 1)[1] for line in lines]
         as_json = [json.loads(line) for line in ok(ctl("trace", "--count", "2", "--json")).stdout.splitlines()]
-        assert len(as_json) == 2 and all("after" in e for e in as_json)
+        assert len(as_json) == 2 and all({"time", "tag", "op", "event", "before", "after"} <= e.keys()
+                                         for e in as_json)
+
+        record = tmp_path / "trace.jsonl"
+        out = ok(ctl("trace", "--count", "4", "--record", record)).stdout
+        for line in out.splitlines():
+            assert re.fullmatch(r"\d+\.\d{6} \d+ OP_\w+ \w+ [\w|]+ -> [\w|]+", line), line
+        header, *records = [json.loads(line) for line in record.read_text().splitlines()]
+        assert header["format"] == "pvfs2dev-recording" and header["version"] == 1
+        assert header["io_slots"] == {"count": 4, "size": 1 << 20}
+        assert header["mounts"][0]["fs_id"] == stack.mount["fs_id"]
+        assert header["mounts"][0]["root"] == stack.mount["root"].hex()
+        assert [r["event"] for r in records].count("downcall") == 4 and records[-1]["event"] == "downcall"
+        for r in records:
+            assert r["op"] == "OP_GETATTR" and r["event"] in ("upcall", "downcall") and r["t"] >= 0
+            frame = decode_frame(r)
+            if r["event"] == "upcall":
+                assert proto.decode_read_frame(frame).tag == r["tag"]
+            else:
+                assert r["result"] == len(frame) == proto.MAX_DEV_REQ_DOWNSIZE
     finally:
         stop.set()
         worker.join(DEADLINE)

@@ -149,13 +149,16 @@ class ControlClient:
         return await self.receive()
 
     async def receive(self) -> dict:
-        while b"\n" not in self._buffer:
-            chunk = await self.stream.receive_some(65536)
+        # Search only the new bytes: a recorded FILE_IO line can be megabytes long.
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
+            chunk = await self.stream.receive_some(1 << 20)
             if not chunk:
                 raise ConnectionResetError(errno.ECONNRESET, "the broker closed the control channel")
             self._buffer += chunk
-        line, _, rest = self._buffer.partition(b"\n")
-        self._buffer = bytearray(rest)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
         return json.loads(line)
 
 

@@ -228,29 +228,49 @@ def stats(broker: Broker, prometheus: bool, as_json: bool) -> None:
 # -- trace ------------------------------------------------------------------------------------------------
 
 
+#: Lines of a recording other than transitions (pvfs2dev/recorder.py).
+RECORD_EVENTS = frozenset({"upcall", "downcall", "map", "lost"})
+
+
 @click.command()
 @click.option("--record", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
-              metavar="FILE", help="Also write every transition to FILE as JSON lines.")
+              metavar="FILE", help="Also record every upcall and downcall (tag, time, bytes) to FILE as JSON lines, "
+                                   "for pvfs2dev replay.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Stop after N transitions [default: run until Ctrl-C].")
+              help="Stop after N transitions, or with --record after N downcalls [default: run until Ctrl-C].")
 @json_option(help="Print each transition as one JSON object per line.")
 @pass_broker
 def trace(broker: Broker, record: Path | None, count: int | None, as_json: bool) -> None:
-    """Stream op state transitions as they happen: time, tag, op, event, before -> after."""
+    """Stream op state transitions as they happen: time, tag, op, event, before -> after.
+
+    With --record, FILE gets a header line (format, version, broker version,
+    slot geometry, mounts), then one line per upcall read and per downcall
+    written by the client-core, with the frame bytes and the FILE_IO slot data
+    (see pvfs2ctl(1)); standard output still shows the transitions.
+    """
     sink = open(record, "w", encoding="utf-8") if record else None
 
     async def follow() -> None:
         async with ControlClient.connect(broker.control) as ctl:
-            checked(await ctl.request("trace"))
+            started = checked(await (ctl.request("trace", record=True) if sink else ctl.request("trace")))
+            if sink is not None:
+                sink.write(render.json_text(started.get("record", {}), compact=True) + "\n")
+                sink.flush()
             seen = 0
             while count is None or seen < count:
                 event = await ctl.receive()
-                seen += 1
+                if event.get("event") in RECORD_EVENTS and "before" not in event:
+                    sink.write(render.json_text(event, compact=True) + "\n")
+                    sink.flush()
+                    if event["event"] == "lost":
+                        click.echo(f"pvfs2ctl: trace: {event.get('count')} records lost (the reader fell behind)",
+                                   err=True)
+                    seen += event["event"] == "downcall"
+                    continue
+                if sink is None:
+                    seen += 1
                 line = render.json_text(event, compact=True)
                 click.echo(line if as_json else render.trace_line(event))
-                if sink is not None:
-                    sink.write(line + "\n")
-                    sink.flush()
 
     try:
         run_interruptible(broker, follow)
