@@ -41,6 +41,7 @@ from .daemon_stack import (
     call,
     control,
     create_upcall,
+    decode,
     getattr_upcall,
     pattern,
     readdir_upcall,
@@ -49,6 +50,7 @@ from .daemon_stack import (
     wait_for,
     write_upcall,
 )
+from ..pvfs2dev.live import submit_soon
 
 #: Virtual seconds (the stack tests wait out op and slot timeouts on the autojump clock).  The stack is
 #: started before the deadline: binding a Unix socket runs in a worker thread, and while it takes real
@@ -199,12 +201,7 @@ async def test_unanswered_op_waits_while_the_daemon_lives_then_is_purged_and_ret
     stack = await faulty_stack(nursery, tmp_path, spec)
     with trio.fail_after(TIMEOUT):
         async with VfsClient.connect(vfs_path(tmp_path)) as vfs, trio.open_nursery() as callers:
-            answers = []
-
-            async def getattr_root() -> None:
-                answers.append(await call(vfs, getattr_upcall(ROOT)))
-
-            callers.start_soon(getattr_root)
+            answers = submit_soon(callers, vfs, getattr_upcall(ROOT))
             await wait_for(tmp_path, lambda r: any(op["op"] == "OP_GETATTR" for op in r["ops"]), cmd="ops")
             await trio.sleep(60)  # three op timeouts (autojump clock): still waiting on the live daemon
             (op,) = await _ops(tmp_path, "OP_GETATTR")
@@ -212,7 +209,7 @@ async def test_unanswered_op_waits_while_the_daemon_lives_then_is_purged_and_ret
             await stack.stop_daemon()  # the purge: back on the request list, waiting for a daemon
             await stack.start_daemon()
         (answer,) = answers
-        assert_ok(answer, OpCode.GETATTR)
+        assert_ok(decode(answer, OpCode.GETATTR), OpCode.GETATTR)
         await assert_quiescent(tmp_path)
 
 
@@ -295,13 +292,8 @@ async def test_crash_after_n_upcalls_kills_the_daemon_and_the_op_is_retried(nurs
                 stat = getattr_upcall(ROOT)
                 first = [await vfs.submit(stat) for _ in range(4)]
                 assert len({reply.result for reply in first}) == 1
-                answers = []
                 async with trio.open_nursery() as callers:
-
-                    async def caller() -> None:
-                        answers.append(await vfs.submit(stat))
-
-                    callers.start_soon(caller)  # ... and the daemon dies reading upcall 5
+                    answers = submit_soon(callers, vfs, stat)  # ... and the daemon dies reading upcall 5
                     assert await crashing.wait() == -signal.SIGKILL
                     await wait_for(rundir, lambda s: not s["daemon_in_service"] and s["open_count"] == 0)
                     assert not answers

@@ -310,6 +310,17 @@ class HandCore:
             nursery.cancel_scope.cancel()
 
 
+def submit_soon(nursery: trio.Nursery, vfs: VfsClient, upcall: bytes, data: bytes = b"", **kwargs) -> list:
+    """Submit ``upcall`` from a task of ``nursery``; the returned list receives its reply when it comes."""
+    replies: list = []
+
+    async def submit() -> None:
+        replies.append(await vfs.submit(upcall, data, **kwargs))
+
+    nursery.start_soon(submit)
+    return replies
+
+
 async def mount(vfs: VfsClient, devname: bytes = DEVNAME, **kwargs):
     """mount(2) through the VFS channel; asserts it worked and returns the reply."""
     reply = await vfs.submit(mount_upcall(devname), **kwargs)

@@ -25,6 +25,7 @@ from .live import (
     mount_by_hand,
     read_upcall,
     status,
+    submit_soon,
     vfs_path,
     wait_for,
     write_upcall,
@@ -79,12 +80,7 @@ async def test_paused_reads_leave_ops_queued_without_a_timeout_while_the_daemon_
             await mount_by_hand(core, vfs)
             assert (await fault(rundir, "pause-reads"))["faults"]["reads_paused"] is True
             async with trio.open_nursery() as nursery:
-                replies = []
-
-                async def caller():
-                    replies.append(await vfs.submit(getattr_upcall()))
-
-                nursery.start_soon(caller)
+                replies = submit_soon(nursery, vfs, getattr_upcall())
                 await wait_for(rundir, lambda s: s["request_list"] == 1)
                 assert not await core.device.poll(5.0)
                 assert await core.device.read() is None
@@ -102,12 +98,7 @@ async def test_resuming_reads_wakes_a_waiting_poller(broker, rundir, autojump_cl
             await mount_by_hand(core, vfs)
             await fault(rundir, "pause-reads")
             async with trio.open_nursery() as nursery:
-                replies = []
-
-                async def caller():
-                    replies.append(await vfs.submit(getattr_upcall()))
-
-                nursery.start_soon(caller)
+                replies = submit_soon(nursery, vfs, getattr_upcall())
                 await wait_for(rundir, lambda s: s["request_list"] == 1)
 
                 async def resume_later():
@@ -182,12 +173,7 @@ async def test_interrupt_of_a_file_io_the_daemon_read_becomes_a_cancel_with_its_
         with trio.fail_after(20):
             await mount_by_hand(core, vfs)
             async with trio.open_nursery() as nursery:
-                replies = []
-
-                async def reader():
-                    replies.append(await vfs.submit(read_upcall(4096), flags=OpFlags.INTERRUPTIBLE))
-
-                nursery.start_soon(reader)
+                replies = submit_soon(nursery, vfs, read_upcall(4096), flags=OpFlags.INTERRUPTIBLE)
                 io = await core.next_frame()
                 assert io.type == OpCode.FILE_IO
                 answer = await fault(rundir, "interrupt", tag=io.tag)
@@ -208,12 +194,7 @@ async def test_ordinary_interrupt_leaves_an_uninterruptible_op_alone_and_fatal_e
         with trio.fail_after(20):
             await mount_by_hand(core, vfs)
             async with trio.open_nursery() as nursery:
-                replies = []
-
-                async def caller():
-                    replies.append(await vfs.submit(getattr_upcall()))
-
-                nursery.start_soon(caller)
+                replies = submit_soon(nursery, vfs, getattr_upcall())
                 frame = await core.next_frame()
                 await fault(rundir, "interrupt", tag=frame.tag)
                 await trio.sleep(0.2)
@@ -236,17 +217,12 @@ async def test_with_no_client_core_calls_time_out_and_one_that_starts_in_time_se
             assert (await vfs.submit(getattr_upcall())).result == -errno.ETIMEDOUT
             assert 20 <= trio.current_time() - start < 21
             async with trio.open_nursery() as nursery:
-                replies = []
-
-                async def caller():
-                    replies.append((await vfs.submit(getattr_upcall())).result)
-
-                nursery.start_soon(caller)
+                replies = submit_soon(nursery, vfs, getattr_upcall())
                 await wait_for(rundir, lambda s: s["request_list"] == 1)
                 await trio.sleep(15)  # within the op timeout
                 async with HandCore.start(rundir, count=2, size=1 * MiB) as core:
                     await core.auto(await core.next_frame())
                     while not replies:
                         await trio.sleep(0.01)
-            assert replies == [0]
+            assert [reply.result for reply in replies] == [0]
             assert trio.current_time() - start < 20 + 20

@@ -20,21 +20,13 @@ import pytest
 
 from tools.mount_bench import FIGURES, TARGETS, mounted, mounts_under
 
+from ..fuse.helpers import needs_fuse
+
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 20.0
 
 
-def _why_not() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing: this machine cannot mount FUSE filesystems"
-    try:
-        import pyfuse3  # noqa: F401
-    except ImportError as exc:
-        return f"pyfuse3 cannot be imported ({exc}); ./dev installs fuse3, libfuse3-dev and pyfuse3"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+pytestmark = needs_fuse
 
 
 def test_quick_run_reports_every_figure_for_every_target(tmp_path):
