@@ -34,7 +34,7 @@ from pvfs2proto.upcall import value32_pair, value64_of
 
 from . import params as sysfs
 from .broker import Broker, guarded
-from .mounts import FuseMounts
+from .mounts import DEFAULT_FSNAME, FuseMounts
 from .recorder import Lost, Record, RecordStream
 from .recorder import header as recording_header
 from .vfs import Call
@@ -47,6 +47,11 @@ MAX_LINE = 64 * 1024
 
 class ControlError(OSError):
     pass
+
+
+def _is_int(value) -> bool:
+    """A JSON integer (``true`` and ``false`` are ints to Python, not to a request)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ControlServer:
@@ -209,18 +214,17 @@ class ControlServer:
         self._may_change(uid)
         if action == "interrupt":
             tag, fatal = request.get("tag"), request.get("fatal", False)
-            if not isinstance(tag, int) or isinstance(tag, bool) or not isinstance(fatal, bool):
+            if not _is_int(tag) or not isinstance(fatal, bool):
                 raise ControlError(errno.EINVAL, "interrupt needs an integer tag (and a boolean fatal)")
             return {"tag": tag, "op": faults.interrupt(tag, fatal=fatal), "fatal": fatal}
         if action == "hold-slots":
             name, count = request.get("map", "io"), request.get("count", 1)
-            if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool):
+            if not isinstance(name, str) or not _is_int(count):
                 raise ControlError(errno.EINVAL, "hold-slots needs a map name and an integer count")
             return {"map": name, "taken": faults.hold_slots(name, count), "faults": faults.snapshot()}
         if action == "release-slots":
             name, count = request.get("map"), request.get("count")
-            if (name is not None and not isinstance(name, str)) or (
-                    count is not None and (not isinstance(count, int) or isinstance(count, bool))):
+            if (name is not None and not isinstance(name, str)) or (count is not None and not _is_int(count)):
                 raise ControlError(errno.EINVAL, "release-slots takes a map name and an integer count")
             return {"released": faults.release_slots(name, count), "faults": faults.snapshot()}
         if action in ("pause-reads", "resume-reads"):
@@ -239,13 +243,10 @@ class ControlServer:
         self._may_change(uid)
         if self.mounts is None:
             raise ControlError(errno.EOPNOTSUPP, "this broker cannot mount")
-        mountpoint, fsname, options = request.get("mountpoint"), request.get("fsname"), request.get("options", [])
+        mountpoint, options = request.get("mountpoint"), request.get("options", [])
+        fsname = request.get("fsname", DEFAULT_FSNAME)
         if not isinstance(mountpoint, str) or not mountpoint:
             raise ControlError(errno.EINVAL, "mount needs a mountpoint")
-        if fsname is None:
-            from .fuse import DEFAULT_FSNAME
-
-            fsname = DEFAULT_FSNAME
         if not isinstance(fsname, str) or not isinstance(options, list) \
                 or not all(isinstance(o, str) for o in options):
             raise ControlError(errno.EINVAL, "fsname is a string and options a list of strings")

@@ -92,12 +92,11 @@ from pvfs2proto.downcall import listxattr_keys
 from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode
 
 from .broker import Broker
+from .mounts import DEFAULT_FSNAME
 from .vfs import Call, Result, perform
 
 log = logging.getLogger("pvfs2dev.fuse")
 
-#: The device string a mount sends when none is given.
-DEFAULT_FSNAME = "tcp://localhost:3334/pvfs2-fs"
 #: Longest name (bytes) a lookup, create or rename takes; longer → ENAMETOOLONG.
 NAME_MAX = ORANGEFS_NAME_MAX - 1
 #: listxattr hides these keys (spec §4.14).

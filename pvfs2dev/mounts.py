@@ -28,6 +28,9 @@ from .broker import Broker
 
 log = logging.getLogger("pvfs2dev.mounts")
 
+#: The device string a mount's FS_MOUNT carries when none is given.
+DEFAULT_FSNAME = "tcp://localhost:3334/pvfs2-fs"
+
 
 class FuseMounts:
     """Mounts FUSE filesystems in the broker's nursery and keeps track of them."""
@@ -128,4 +131,4 @@ class FuseMounts:
         return None
 
 
-__all__ = ["FuseMounts"]
+__all__ = ["DEFAULT_FSNAME", "FuseMounts"]

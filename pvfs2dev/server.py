@@ -18,14 +18,12 @@ from .broker import Broker
 from .control_server import ControlServer
 from .device_server import DeviceServer
 from .kernel import Kernel
-from .mounts import FuseMounts
+from .mounts import DEFAULT_FSNAME, FuseMounts
 from .rundir import CONTROL_SOCKET, DEVICE_SOCKET, VFS_SOCKET, prepare_rundir
 from .vfs_server import VfsServer
 
 log = logging.getLogger("pvfs2dev")
 
-#: The device string a mount's FS_MOUNT carries unless told otherwise.
-DEFAULT_FSNAME = "tcp://localhost:3334/pvfs2-fs"
 
 
 @dataclasses.dataclass

@@ -51,6 +51,7 @@ from typing import AsyncIterator, Callable, Iterable
 import trio
 
 import pvfs2proto as proto
+from pvfs2dev.mounts import DEFAULT_FSNAME
 from pvfs2proto import AttrMask, IoType, ObjType, OpCode
 from pvfs2proto.constants import (
     ORANGEFS_ITERATE_END,
@@ -69,7 +70,7 @@ from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode
 from .client import ControlClient, VfsClient
 
 #: The device string ``fs mount`` and the auto-mount use when none is given.
-DEFAULT_DEVICE = "tcp://localhost:3334/pvfs2-fs"
+DEFAULT_DEVICE = DEFAULT_FSNAME
 #: Bytes per FILE_IO request; the broker splits anything larger than a slot itself.
 DEFAULT_CHUNK = 4 * 1024 * 1024
 #: FILE_IO requests kept in flight by the read and write loops.
