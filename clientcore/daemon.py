@@ -228,27 +228,29 @@ class Daemon:
             # WRITEs are answered in order: this says which answer is to a damaged one.
             self._write_faults.append(damage)
             if damage:
-                log.info("fault: answering %s tag %d with a downcall damaged by %s", OpCode(up.type).name, tag, damage)
+                log.info("fault: answering %s tag %d with a downcall damaged by %s", proto.opname(up.type), tag, damage)
                 frame = corrupt_frame(frame, damage)
         self.channel.send(DeviceCall.WRITE, payload=frame)
 
     def _misbehave(self, action: Action, tag: int, op_type: int) -> None:
         """--fault crash-after and drop: die like a crashed daemon, or never answer."""
-        name = OpCode(op_type).name if op_type in OpCode._value2member_map_ else hex(op_type)
+        name = proto.opname(op_type)
         if action.what == CRASH:
             log.warning("fault: crashing on upcall %d (%s tag %d)", self.faults.upcalls, name, tag)
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)  # no close of the device: a crash
         log.info("fault: dropping %s tag %d (never answered)", name, tag)
 
+    def _store_reply(self, up) -> Reply:
+        """What the store says to any op but FILE_IO and CANCEL (READDIR fills its readdir slot)."""
+        if up.type == OpCode.READDIR:
+            return self.handlers.answer(up, lambda: self._readdir(up))
+        return self.handlers.answer(up)
+
     def _answer_now(self, frame: bytes, tag: int) -> None:
         """A metadata op (or READDIR, whose slot the kernel holds until it is answered)."""
         up = self._upcall_of(frame)
-        if up.type == OpCode.READDIR:
-            reply = self.handlers.answer(up, lambda: self._readdir(up))
-        else:
-            reply = self.handlers.answer(up)
-        self._send_downcall(tag, up, reply)
+        self._send_downcall(tag, up, self._store_reply(up))
 
     async def _answer(self, frame: bytes, entry: _InFlight, action: Action = ANSWER_NORMALLY) -> None:
         """FILE_IO (in a worker thread, stoppable), CANCEL (waits for the I/O it names), or a faulted op."""
@@ -256,7 +258,7 @@ class Daemon:
         try:
             up = self._upcall_of(frame)
             if action.delay:
-                log.info("fault: delaying %s tag %d by %g s", OpCode(up.type).name, tag, action.delay)
+                log.info("fault: delaying %s tag %d by %g s", proto.opname(up.type), tag, action.delay)
                 with trio.CancelScope() as entry.delaying:
                     await trio.sleep(action.delay)
                 if entry.cancelled.is_set():
@@ -265,10 +267,8 @@ class Daemon:
                 reply = await self._cancel(up.req.cancel.op_tag)
             elif up.type == OpCode.FILE_IO:
                 reply = await self._file_io(up, entry)
-            elif up.type == OpCode.READDIR:
-                reply = self.handlers.answer(up, lambda: self._readdir(up))
             else:
-                reply = self.handlers.answer(up)
+                reply = self._store_reply(up)
             if reply is None or entry.cancelled.is_set():
                 return  # cancelled: the kernel drops a late answer anyway
             self._send_downcall(tag, up, reply, action.corrupt if action.what == CORRUPT else "")
