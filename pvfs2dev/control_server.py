@@ -190,10 +190,10 @@ class ControlServer:
         return snapshot
 
     def _mounts(self) -> list[dict]:
-        where = self.mounts.mountpoint_of if self.mounts is not None else (lambda fs_id, id: None)
+        where = self.mounts.mountpoint_of if self.mounts is not None else (lambda fs_id: None)
         return [
             {"fs_id": m.fs_id, "id": m.id, "devname": m.devname.decode(errors="replace"),
-             "root": m.root_khandle.hex(), "pending": m.pending, "mountpoint": where(m.fs_id, m.id)}
+             "root": m.root_khandle.hex(), "pending": m.pending, "mountpoint": where(m.fs_id)}
             for m in self.kernel.mounts
         ]
 

@@ -123,10 +123,14 @@ class FuseMounts:
         if self.current is not None:
             await self.current.stop()
 
-    def mountpoint_of(self, fs_id: int, mount_id: int) -> str | None:
-        """Where the kernel mount (fs_id, id) is mounted with FUSE, if it is."""
+    def mountpoint_of(self, fs_id: int) -> str | None:
+        """Where the kernel mount of ``fs_id`` is mounted with FUSE, if it is.
+
+        By fs_id alone: a REMOUNT_ALL after a client-core restart gives the
+        kernel's mount a new id while the FUSE mount stays what it was.
+        """
         front = self.current
-        if front is not None and front.fs_mounted and (front.ops.fs_id, front.ops.mount_id) == (fs_id, mount_id):
+        if front is not None and front.fs_mounted and front.ops.fs_id == fs_id:
             return str(front.mountpoint)
         return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import random
 import shutil
@@ -23,7 +24,7 @@ import time
 
 import pytest
 
-from .helpers import DEADLINE, MiB, Stack, mounted, needs_fuse, run, sh, sha256
+from .helpers import DEADLINE, MiB, Stack, _command, mounted, needs_fuse, run, sh, sha256
 
 pytestmark = needs_fuse
 
@@ -266,6 +267,10 @@ def test_client_core_restart_keeps_the_mount(tmp_path):
         out, _ = waiting.communicate(timeout=DEADLINE)
         assert waiting.returncode == 0 and out == b"before"
         assert mounted(stack.mnt) and (stack.mnt / "f").read_text() == "before"
+        # After the remount the kernel's mount is still listed as mounted here.
+        listed = json.loads(run(*_command("pvfs2ctl", "pvfs2ctl"), "--rundir", str(stack.rundir), "mounts", "--json"))
+        (m,) = listed["mounts"]
+        assert m["mountpoint"] == str(stack.mnt) and not m["pending"]
     finally:
         stack.stop()
     assert stack.serve.returncode == 0

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,24 @@ async def test_mounts_lists_no_fuse_mountpoint_for_a_kernel_only_mount(broker, r
 
 
 # -- FUSE mount and umount requests (their errors; the mount itself is in tests/fuse) ---------------------------
+
+
+async def test_mounts_shows_the_fuse_mountpoint_after_a_remount_changed_the_id(broker, rundir, tmp_path):
+    """Spec §5.3: REMOUNT_ALL stores the new id the client-core gives; the FUSE mount of that fs is unchanged,
+    so the mount is still listed with its mountpoint (matched by fs_id, not by the id it was mounted with)."""
+    with trio.fail_after(10):
+        async with HandCore.start(rundir, count=2, size=1 * MiB) as core, VfsClient.connect(vfs_path(rundir)) as vfs:
+            await mount_by_hand(core, vfs)
+            (m,) = (await control(rundir, "mounts"))["mounts"]
+            # A FUSE front end that mounted this fs under an id the kernel has since replaced.
+            front = types.SimpleNamespace(fs_mounted=True, mountpoint=tmp_path,
+                                          ops=types.SimpleNamespace(fs_id=m["fs_id"], mount_id=m["id"] + 1))
+            broker.mounts.current = front
+            try:
+                (listed,) = (await control(rundir, "mounts"))["mounts"]
+                assert listed["mountpoint"] == str(tmp_path)
+            finally:
+                broker.mounts.current = None
 
 
 @pytest.mark.parametrize("fields", [{}, {"mountpoint": ""}, {"mountpoint": 5}, {"mountpoint": "/", "fsname": 3},
