@@ -1,4 +1,4 @@
-"""tools.mount_bench runs end to end and reports every figure; tools.passthrough behaves as a filesystem.
+"""tools.bench.mount_bench runs end to end and reports every figure; tools.bench.passthrough behaves as a filesystem.
 
 Both mount FUSE filesystems as real processes, so they need /dev/fuse and
 pyfuse3; nothing here checks a speed, only that each figure is there and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.mount_bench import FIGURES, TARGETS, mounted, mounts_under
+from tools.bench.mount_bench import FIGURES, TARGETS, mounted, mounts_under
 
 from ..fuse.helpers import needs_fuse
 
@@ -32,7 +32,7 @@ pytestmark = needs_fuse
 def test_quick_run_reports_every_figure_for_every_target(tmp_path):
     """--quick with tiny sizes: every figure present and positive for each target; the temp dir is gone after."""
     done = subprocess.run(
-        [sys.executable, "-m", "tools.mount_bench", "--quick", "--mib", "8", "--stats", "200", "--creates", "20",
+        [sys.executable, "-m", "tools.bench.mount_bench", "--quick", "--mib", "8", "--stats", "200", "--creates", "20",
          "--runs", "1", "--dir", str(tmp_path), "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -55,13 +55,13 @@ def test_quick_run_reports_every_figure_for_every_target(tmp_path):
 
 @pytest.fixture
 def passthrough(tmp_path):
-    """``python -m tools.passthrough`` over tmp_path/source at tmp_path/mnt; unmounted by SIGTERM afterwards."""
+    """``python -m tools.bench.passthrough`` over tmp_path/source at tmp_path/mnt; unmounted by SIGTERM afterwards."""
     source, mnt = tmp_path / "source", tmp_path / "mnt"
     source.mkdir()
     mnt.mkdir()
     log = tmp_path / "passthrough.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tools.passthrough", str(source), str(mnt),
+        proc = subprocess.Popen([sys.executable, "-m", "tools.bench.passthrough", str(source), str(mnt),
                                  "--attr-timeout", "0", "--entry-timeout", "0"],
                                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:

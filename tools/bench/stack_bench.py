@@ -1,6 +1,6 @@
 """Whole-stack benchmark: caller → broker → clientcore → embedded store → back.
 
-    python -m tools.stack_bench [--runs 5] [--seconds 2] [--mib 256] [--json | --markdown]
+    python -m tools.bench.stack_bench [--runs 5] [--seconds 2] [--mib 256] [--json | --markdown]
 
 Figures, each the median of ``--runs`` timed runs after a warm-up (min–max):
 
@@ -127,16 +127,10 @@ async def measure_stack(runs: int, seconds: float, mib: int) -> dict:
         caller = DataCaller(rundir / "pvfs2-vfs")
         try:
             root = await _mount(caller)
-            import tools.broker_bench as bb
-
             getattr_root = _upcall(proto.OpCode.GETATTR, "getattr", {"refn": root, "mask": proto.AttrMask.ALL_NOHINT})
-            saved, bb.GETATTR = bb.GETATTR, getattr_root
-            try:
-                await caller.run(64, seconds / 2)
-                results["GETATTR end to end, 64 in flight, ops/s"] = _summary(
-                    [await caller.run(64, seconds) for _ in range(runs)])
-            finally:
-                bb.GETATTR = saved
+            await caller.run(64, seconds / 2, getattr_root)
+            results["GETATTR end to end, 64 in flight, ops/s"] = _summary(
+                [await caller.run(64, seconds, getattr_root) for _ in range(runs)])
             name = f"bench-{os.getpid()}".encode()
             caller.send_with(_upcall(proto.OpCode.CREATE, "create",
                                      {"parent_refn": root, "attributes": {"perms": 0o644, "mask": 0x3F},

@@ -1,6 +1,6 @@
-"""A minimal pyfuse3 passthrough filesystem: the yardstick ``tools.mount_bench`` measures the FUSE mount against.
+"""A minimal pyfuse3 passthrough filesystem: the yardstick ``tools.bench.mount_bench`` measures the FUSE mount against.
 
-    python -m tools.passthrough SOURCE MOUNTPOINT [--attr-timeout S] [--entry-timeout S] [-o OPT]
+    python -m tools.bench.passthrough SOURCE MOUNTPOINT [--attr-timeout S] [--entry-timeout S] [-o OPT]
 
 Every FUSE request becomes the same call on the directory SOURCE, so the
 figures of this mount are what pyfuse3 on trio costs by itself, with no

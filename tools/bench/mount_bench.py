@@ -1,6 +1,6 @@
 """Mount benchmark: the FUSE mount beside a plain pyfuse3 passthrough and the native disk, in one run.
 
-    python -m tools.mount_bench [--runs 5] [--mib 1024] [--stats 20000] [--creates N] [--quick]
+    python -m tools.bench.mount_bench [--runs 5] [--mib 1024] [--stats 20000] [--creates N] [--quick]
                                 [--dir DIR] [--json | --markdown]
 
 Three targets, all on the disk holding ``--dir`` (default: the system temp
@@ -9,7 +9,7 @@ directory), set up fresh in one temporary directory that is removed at the end:
 * **pvfs2dev**: ``pvfs2dev serve --mount`` and ``clientcore`` on a new store,
   mounted without ``default_permissions``, ``getattr_timeout_msecs`` 0 and
   ``dcache_timeout_msecs`` 50 (its default), set with ``pvfs2ctl params``;
-* **pyfuse3 passthrough**: ``python -m tools.passthrough`` over a directory,
+* **pyfuse3 passthrough**: ``python -m tools.bench.passthrough`` over a directory,
   attribute timeout 0 and entry timeout 0.05 s: the same cache settings, the
   same pyfuse3 on trio, no protocol behind it;
 * **native**: the directory itself.
@@ -62,9 +62,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from . import module_command
+
 PY = sys.executable
 BIN = Path(PY).parent
-REPO = Path(__file__).resolve().parent.parent  # where ``python -m tools.passthrough`` finds tools/
 DEADLINE = 20.0
 MiB = 1 << 20
 
@@ -125,13 +126,13 @@ class Target:
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
 
-    def start(self, label: str, args: list[str]) -> subprocess.Popen:
+    def start(self, label: str, args: list[str], cwd: Path | None = None) -> subprocess.Popen:
         """Start a daemon in its own session (a Ctrl-C reaches only the benchmark, which stops it in order)."""
         log = self.root.parent / f"{label}.log"
         self.logs[label] = log
         with open(log, "wb") as out:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=REPO)
+                                    start_new_session=True, cwd=cwd)
         self.procs.append((label, proc))
         return proc
 
@@ -199,9 +200,10 @@ def start_passthrough(base: Path, cleanup: contextlib.ExitStack) -> Target:
     mnt.mkdir()
     target = Target(PASSTHROUGH, mnt, mnt)
     cleanup.callback(target.stop)
-    target.start("passthrough", [PY, "-m", "tools.passthrough", str(source), str(mnt),
+    command, cwd = module_command("passthrough")
+    target.start("passthrough", [*command, str(source), str(mnt),
                                  "--attr-timeout", str(ATTR_TIMEOUT_MSECS / 1000),
-                                 "--entry-timeout", str(ENTRY_TIMEOUT_MSECS / 1000)])
+                                 "--entry-timeout", str(ENTRY_TIMEOUT_MSECS / 1000)], cwd)
     target.wait(lambda: mounted(mnt), "mount")
     return target
 

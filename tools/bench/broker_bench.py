@@ -1,6 +1,6 @@
 """Broker benchmark: round trips through the emulated device, beside a raw trio ping-pong.
 
-    python -m tools.broker_bench [--runs 5] [--seconds 2] [--scale 10,1000,100000] [--json]
+    python -m tools.bench.broker_bench [--runs 5] [--seconds 2] [--scale 10,1000,100000] [--json]
 
 Figures, each the median of ``--runs`` timed runs after a warm-up (min–max):
 
@@ -118,9 +118,9 @@ class Caller:
         self.send(upcall)
         return (await self.replies())[0]
 
-    async def run(self, inflight: int, seconds: float) -> float:
-        """Ops/s with ``inflight`` GETATTRs kept in flight for ``seconds``."""
-        self.send(GETATTR, inflight)
+    async def run(self, inflight: int, seconds: float, upcall: bytes = GETATTR) -> float:
+        """Ops/s with ``inflight`` copies of ``upcall`` (a GETATTR) kept in flight for ``seconds``."""
+        self.send(upcall, inflight)
         done, start = 0, time.perf_counter()
         end = start + seconds
         while True:
@@ -130,7 +130,7 @@ class Caller:
             done += len(results)
             if time.perf_counter() >= end:
                 break
-            self.send(GETATTR, len(results))
+            self.send(upcall, len(results))
         elapsed = time.perf_counter() - start
         outstanding = inflight - len(results)
         while outstanding > 0:  # drain what is still in flight

@@ -1,6 +1,6 @@
 """Protocol benchmark: encode+decode of full read and write frames.
 
-    python -m tools.protocol_bench [--runs 7] [--seconds 0.5] [--json]
+    python -m tools.bench.protocol_bench [--runs 7] [--seconds 0.5] [--json]
 
 For each frame it measures, in the same run and on the same values:
 
