@@ -223,7 +223,13 @@ class Daemon:
         if reply.resp is not None and reply.status == 0:
             downcall["resp"] = reply.resp
         trailer = reply.trailer if reply.status == 0 else b""
-        frame = proto.encode_write_frame(tag, downcall, trailer)
+        try:
+            frame = proto.encode_write_frame(tag, downcall, trailer)
+        except proto.EncodeError:
+            # A bug of ours (an answer that does not fit its fields): the op gets
+            # EIO rather than the daemon dying with every op in flight.
+            log.exception("internal error: the answer to %s tag %d does not encode", proto.opname(up.type), tag)
+            frame = proto.encode_write_frame(tag, {"type": up.type, "status": proto.errno_to_status(errno.EIO)})
         if self.faults:
             # WRITEs are answered in order: this says which answer is to a damaged one.
             self._write_faults.append(damage)

@@ -26,7 +26,7 @@ from pvfs2proto.constants import (
     ORANGEFS_NAME_MAX,
 )
 from pvfs2proto.readdir import entry_size
-from pvfs2proto.structs import mode_to_perms, perms_to_mode
+from pvfs2proto.structs import mode_to_perms, perms_to_mode, time_from_wire, time_to_wire
 
 from .store import Attr, Creds, Store, StoreError
 
@@ -87,9 +87,9 @@ def sys_attr(attr: Attr, requested: int, dfile_count: int) -> dict:
         "owner": attr.uid,
         "group": attr.gid,
         "perms": mode_to_perms(attr.mode),
-        "atime": attr.atime,
-        "mtime": attr.mtime,
-        "ctime": attr.ctime,
+        "atime": time_to_wire(attr.atime),
+        "mtime": time_to_wire(attr.mtime),
+        "ctime": time_to_wire(attr.ctime),
         "size": attr.size if mask & AttrMask.SIZE else 0,
         "dfile_count": dfile_count if attr.objtype == ObjType.METAFILE else 0,
         "dirent_count": attr.size if attr.objtype == ObjType.DIRECTORY else 0,
@@ -123,7 +123,11 @@ class OpHandlers:
     # -- entry point ------------------------------------------------------------------------
 
     def answer(self, upcall, call: Callable[[], Reply] | None = None) -> Reply:
-        """Run the handler for ``upcall`` and catch every refusal into a status."""
+        """Run the handler for ``upcall`` and catch every refusal into a status.
+
+        A refusal (StoreError, OpError) is answered with its errno; any other
+        exception is a bug of ours: logged as "internal error" and answered EIO.
+        """
         name = proto.opname(upcall.type)
         self.counts[name] = self.counts.get(name, 0) + 1
         try:
@@ -140,6 +144,12 @@ class OpHandlers:
             level = logging.DEBUG if isinstance(exc, StoreError) else logging.WARNING
             log.log(level, "%s from uid %d: %s", name, upcall.uid, exc)
             return Reply(status=status_of(err))
+        except Exception:
+            # A bug of ours, not the caller's: the daemon must not die on an upcall
+            # (the kernel would purge every op in flight), so the op gets EIO and
+            # the traceback goes to the log, where the fuzz tests look for it.
+            log.exception("internal error answering %s from uid %d", name, upcall.uid)
+            return Reply(status=status_of(errno.EIO))
 
     # -- the filesystem -------------------------------------------------------------------------
 
@@ -204,11 +214,11 @@ class OpHandlers:
         if mask & AttrMask.GID:
             changes["gid"] = a.group
         if mask & AttrMask.ATIME:
-            changes["atime"] = a.atime if mask & AttrMask.ATIME_SET else int(time.time())
+            changes["atime"] = time_from_wire(a.atime) if mask & AttrMask.ATIME_SET else int(time.time())
         if mask & AttrMask.MTIME:
-            changes["mtime"] = a.mtime if mask & AttrMask.MTIME_SET else int(time.time())
+            changes["mtime"] = time_from_wire(a.mtime) if mask & AttrMask.MTIME_SET else int(time.time())
         if mask & AttrMask.CTIME:
-            changes["ctime"] = a.ctime or int(time.time())
+            changes["ctime"] = time_from_wire(a.ctime) or int(time.time())
         self.store.setattr(creds, self._ref(req.refn), **changes)
         return Reply()
 

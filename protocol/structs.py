@@ -94,3 +94,21 @@ def mode_to_perms(mode: int) -> int:
 def perms_to_mode(perms: int) -> int:
     """``orangefs_inode_perms``: the sys_attr ``perms`` word → mode permission bits."""
     return perms & _PERMS_BITS
+
+
+# The sys_attr times are __u64 on the wire, but both ends mean a signed
+# 64-bit count of seconds: the kernel casts its time64_t tv_sec in and out
+# (orangefs_inode_setattr, orangefs_inode_getattr) and the server keeps a
+# PVFS_time (int64_t).  So 2**63 and above are times before 1970.
+_U64 = (1 << 64) - 1
+
+
+def time_from_wire(value: int) -> int:
+    """A sys_attr time field (u64) → seconds since the epoch, negative before 1970."""
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def time_to_wire(seconds: int) -> int:
+    """Seconds since the epoch (a signed 64-bit value) → the sys_attr u64 field."""
+    return seconds & _U64

@@ -89,13 +89,21 @@ from pvfs2proto.constants import (
     ORANGEFS_NAME_MAX,
 )
 from pvfs2proto.downcall import listxattr_keys
-from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode
+from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode, time_from_wire, time_to_wire
 
 from .broker import Broker
 from .mounts import DEFAULT_FSNAME
 from .vfs import Call, Result, perform
 
 log = logging.getLogger("pvfs2dev.fuse")
+
+#: The widest st_*time_ns pyfuse3 takes (a signed 64-bit count of nanoseconds: about 1678 to 2262).
+_NS_LIMIT = (1 << 63) - 1
+
+
+def _ns(wire_time: int) -> int:
+    """A sys_attr time (u64 on the wire, time64_t meant) in nanoseconds, clamped to what a stat can hold."""
+    return max(-_NS_LIMIT, min(_NS_LIMIT, time_from_wire(wire_time) * 1_000_000_000))
 
 #: Longest name (bytes) a lookup, create or rename takes; longer → ENAMETOOLONG.
 NAME_MAX = ORANGEFS_NAME_MAX - 1
@@ -425,9 +433,9 @@ class Operations(pyfuse3.Operations):
         blksize = a.blksize if a.blksize > 0 and a.blksize & (a.blksize - 1) == 0 else 4096
         entry.st_blksize = min(blksize, 1 << 30)
         entry.st_blocks = (size + 511) // 512
-        entry.st_atime_ns = a.atime * 1_000_000_000
-        entry.st_mtime_ns = a.mtime * 1_000_000_000
-        entry.st_ctime_ns = a.ctime * 1_000_000_000
+        entry.st_atime_ns = _ns(a.atime)
+        entry.st_mtime_ns = _ns(a.mtime)
+        entry.st_ctime_ns = _ns(a.ctime)
         return entry
 
     async def _new_entry(self, call: Call, khandle: bytes) -> pyfuse3.EntryAttributes:
@@ -513,10 +521,10 @@ class Operations(pyfuse3.Operations):
             values["group"] = attr.st_gid
             mask |= AttrMask.GID
         if fields.update_atime:
-            values["atime"] = max(0, attr.st_atime_ns // 1_000_000_000)
+            values["atime"] = time_to_wire(attr.st_atime_ns // 1_000_000_000)
             mask |= AttrMask.ATIME | AttrMask.ATIME_SET
         if fields.update_mtime:
-            values["mtime"] = max(0, attr.st_mtime_ns // 1_000_000_000)
+            values["mtime"] = time_to_wire(attr.st_mtime_ns // 1_000_000_000)
             mask |= AttrMask.MTIME | AttrMask.MTIME_SET
             # Written data still held here goes out first: its FILE_IO stamps the
             # mtime when it lands, which would undo the time set now (cp -a writes,

@@ -157,6 +157,8 @@ _LINK = int(ObjType.SYMLINK)
 _OBJTYPES = {_FILE: ObjType.METAFILE, _DIR: ObjType.DIRECTORY, _LINK: ObjType.SYMLINK}
 
 _R, _W, _X = 4, 2, 1
+#: Times are SQLite INTEGERs: signed 64-bit seconds.
+_TIME_MIN, _TIME_MAX = -(1 << 63), (1 << 63) - 1
 
 _SCHEMA = """
 CREATE TABLE store_info (key TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID;
@@ -679,7 +681,9 @@ class EmbeddedStore:
         permission when every time given is within :data:`NOW_WINDOW` of now.  A
         non-root chmod that sets set-gid on an object of another group drops it.
 
-        Raises StoreError: ENOENT, EPERM.
+        Times are signed seconds since the epoch (negative before 1970).
+
+        Raises StoreError: ENOENT, EPERM; EINVAL for a time outside 64 signed bits.
         """
         handle = _handle(handle)
         now = int(time.time())
@@ -702,6 +706,8 @@ class EmbeddedStore:
                     mode &= ~stat.S_ISGID  # as Linux's setattr_prepare: not in the group
                 row[_MODE] = mode
             times = [(i, v) for i, v in ((_ATIME, atime), (_MTIME, mtime), (_CTIME, ctime)) if v is not None]
+            if any(not _TIME_MIN <= v <= _TIME_MAX for _, v in times):
+                raise _err(errno.EINVAL, "a time outside the signed 64-bit range")
             if times and not owner and any(v != row[i] for i, v in times):
                 near = all(now - NOW_WINDOW[0] <= v <= now + NOW_WINDOW[1] for _, v in times)
                 if not (near and _may(creds, row, _W)):

@@ -104,6 +104,9 @@ def test_chmod_and_chown_as_root(mnt):
         assert (st.st_uid, st.st_gid) == (1234, 4321)
     run("touch", "-m", "-d", "2001-02-03 04:05:06 UTC", str(mnt / "f"))
     assert int(os.stat(mnt / "f").st_mtime) == 981173106
+    # Before 1970: the sys_attr u64 times carry a time64_t (spec §3.1), so the stat shows the negative time.
+    run("touch", "-m", "-d", "1960-01-01 00:00:00 UTC", str(mnt / "f"))
+    assert int(os.stat(mnt / "f").st_mtime) == -315619200
     with pytest.raises(OSError) as exc:
         os.chmod(mnt / "f", 0o4755)
     assert exc.value.errno == errno.EINVAL  # setuid via chmod (spec §2.6)

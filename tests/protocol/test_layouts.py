@@ -893,3 +893,13 @@ def test_downcall_with_member_round_trips(member):
     value, _zero = full_downcall(member)
     decoded = down.orangefs_downcall_s.unpack(down.orangefs_downcall_s.pack(value))
     assert plain(decoded) == plain(value)
+
+
+def test_sys_attr_times_are_time64_in_a_u64():
+    """§3.1 sys_attr atime/mtime/ctime are u64 on the wire, but the kernel casts its time64_t in and out (and
+    the server keeps an int64 PVFS_time): 2**63 and up are times before 1970, and both directions invert."""
+    time_from_wire, time_to_wire = structs.time_from_wire, structs.time_to_wire
+    for seconds in (0, 1, 1_700_000_000, -1, -315619200, -(2**63), 2**63 - 1):
+        assert 0 <= time_to_wire(seconds) < 2**64
+        assert time_from_wire(time_to_wire(seconds)) == seconds
+    assert time_from_wire(2**64 - 1) == -1 and time_from_wire(2**63) == -(2**63)

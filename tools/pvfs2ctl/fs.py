@@ -36,6 +36,7 @@ from typing import Awaitable, Callable, Iterator, TypeVar
 import click
 
 from pvfs2proto.constants import ORANGEFS_MAX_XATTR_VALUELEN
+from pvfs2proto.structs import time_from_wire
 
 from .cli import Broker, CommandError, fail_errno, run
 from .client import VfsClient
@@ -150,8 +151,13 @@ def _group(gid: int, numeric: bool) -> str:
     return str(gid)
 
 
-def _time(seconds: int, fmt: str = "%Y-%m-%d %H:%M:%S %z") -> str:
-    return time.strftime(fmt, time.localtime(seconds))
+def _time(wire: int, fmt: str = "%Y-%m-%d %H:%M:%S %z") -> str:
+    """A sys_attr time (a time64_t in a u64) as local time; the bare number when no calendar holds it."""
+    seconds = time_from_wire(wire)
+    try:
+        return time.strftime(fmt, time.localtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def _human(n: int) -> str:

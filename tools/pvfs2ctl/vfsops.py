@@ -65,7 +65,7 @@ from pvfs2proto.constants import (
     ORANGEFS_NAME_MAX,
 )
 from pvfs2proto.downcall import listxattr_keys
-from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode
+from pvfs2proto.structs import khandle_to_ino, mode_to_perms, perms_to_mode, time_from_wire
 
 from .client import ControlClient, VfsClient
 
@@ -197,9 +197,9 @@ class Node:
             "uid": a.owner,
             "gid": a.group,
             "size": a.size,
-            "atime": a.atime,
-            "mtime": a.mtime,
-            "ctime": a.ctime,
+            "atime": time_from_wire(a.atime),
+            "mtime": time_from_wire(a.mtime),
+            "ctime": time_from_wire(a.ctime),
             "blksize": a.blksize,
             "dfile_count": a.dfile_count,
             "dirent_count": a.dirent_count,
