@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import secrets
+import select
 import socket
 
 import trio
@@ -44,6 +45,18 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 _ANCILLARY = socket.CMSG_SPACE(16 * array.array("i").itemsize)
 # Plain ints: the socket module's flags are IntFlags, slow to combine per packet.
 _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_HUNG_UP = select.POLLHUP | select.POLLRDHUP
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """After a 0-byte receive: did the peer close, or send an empty packet?
+
+    On SOCK_SEQPACKET both read as 0 bytes; only a close leaves the socket
+    hung up (an empty packet is malformed, and gets EINVAL like any short one).
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLRDHUP)
+    return any(events & _HUNG_UP for _, events in poller.poll(0))
 _READ, _WRITE, _POLL, _IOCTL = int(DeviceCall.READ), int(DeviceCall.WRITE), int(DeviceCall.POLL), int(DeviceCall.IOCTL)
 
 
@@ -144,7 +157,7 @@ class DeviceConnection:
                 continue
             except OSError:
                 return  # reset by the peer: the same as a close
-            if nbytes == 0 and not ancdata:
+            if nbytes == 0 and not ancdata and _peer_gone(self.sock):
                 return  # peer closed
             if ancdata:
                 _close_fds(ancdata)
