@@ -9,13 +9,13 @@ import random
 import threading
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from clientcore.store.api import StoreError
 from clientcore.store.embedded import MAX_FILE_SIZE, EmbeddedStore
 
+from ..fuzzing import fuzz_settings
 from .storehelp import OTHER, ROOT, USER, check_invariants, raises
 from .storehelp import store_fixture, store_path_fixture  # noqa: F401 (fixtures)
 
@@ -374,5 +374,6 @@ class FileModel(RuleBasedStateMachine):
 
 
 TestFileModel = FileModel.TestCase
-TestFileModel.settings = settings(max_examples=30, stateful_step_count=20, deadline=None)
+TestFileModel.settings = fuzz_settings(30, stateful_step_count=20)
+TestFileModel.pytestmark = pytest.mark.fuzz
 TestFileModel.__doc__ = "Random writes, truncates, reads and reopens agree with a byte model (holes, shrink, regrow)."

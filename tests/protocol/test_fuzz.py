@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 from construct import Container
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pvfs2proto import (
@@ -55,6 +55,7 @@ from pvfs2proto.downcall import orangefs_downcall_s
 from pvfs2proto.ioctl import ORANGEFS_dev_map_desc, dev_mask2_info_s, dev_mask_info_s
 from pvfs2proto.upcall import orangefs_upcall_s
 
+from ..fuzzing import fuzz_settings
 from .strategies import (
     READ_FRAME_OFFSETS,
     S32,
@@ -75,6 +76,8 @@ from .strategies import (
     valid_write_frame_bytes,
     write_frames,
 )
+
+pytestmark = pytest.mark.fuzz
 
 READDIR = int(OpCode.READDIR)
 SIZES = (MAX_DEV_REQ_DOWNSIZE, MAX_DEV_REQ_UPSIZE, UPCALL_SIZE, DOWNCALL_SIZE)
@@ -350,7 +353,7 @@ IOCTL_ARG_ERRNO = {
 
 
 @pytest.mark.parametrize("cmd", list(IoctlCommand), ids=lambda c: c.name)
-@settings(max_examples=60)
+@fuzz_settings(60)
 @given(data=st.one_of(st.binary(max_size=40), near_size_bytes(4, 16, 24, 2048, spread=2)))
 def test_decode_ioctl_arg_fuzz(cmd, data):
     """§1.7, §3.5: an ioctl argument shorter than the kernel copies is EIO (EFAULT for CLIENT_STRING); anything longer decodes."""
@@ -606,7 +609,7 @@ def test_trailer_rule_keyed_on_downcall_type():
 # --- valid frames: whole, truncated, with junk (§1.3, §1.4) --------------------------------------------------
 
 
-@settings(max_examples=6)
+@fuzz_settings(6)
 @given(case=st.one_of(write_frames(), write_frames(OpCode.READDIR, status=0)))
 def test_every_prefix_of_a_valid_write(case):
     """§1.4: every prefix of a valid write shorter than 8240 is EFAULT; longer partial READDIR writes are EFAULT; the whole write passes."""
@@ -633,7 +636,7 @@ def test_valid_write_with_trailing_junk(case, junk):
         assert body.downcall == case.downcall and body.trailer is None
 
 
-@settings(max_examples=6)
+@fuzz_settings(6)
 @given(frame_=read_frames())
 def test_every_prefix_of_a_valid_read(frame_):
     """§1.3: a read frame of any length other than exactly 8544 is EINVAL, every prefix included."""
@@ -649,7 +652,7 @@ def test_valid_read_with_trailing_junk(frame_, junk):
     assert errno_of(decode_read_frame, encode_read_frame(frame_.tag, frame_.upcall) + junk) == errno.EINVAL
 
 
-@settings(max_examples=25)
+@fuzz_settings(25)
 @given(value=upcalls(), cut=st.integers(0, UPCALL_SIZE - 1), junk=st.binary(min_size=1, max_size=16))
 def test_bare_upcall_truncated_or_padded(value, cut, junk):
     """§3.2: a bare upcall cut short or with bytes appended is EINVAL."""
@@ -658,7 +661,7 @@ def test_bare_upcall_truncated_or_padded(value, cut, junk):
     assert errno_of(decode_upcall, wire + junk) == errno.EINVAL
 
 
-@settings(max_examples=25)
+@fuzz_settings(25)
 @given(value=downcalls(), cut=st.integers(0, DOWNCALL_SIZE - 1), junk=st.binary(min_size=1, max_size=16))
 def test_bare_downcall_truncated_or_padded(value, cut, junk):
     """§3.3: a bare downcall cut short or with bytes appended is EFAULT."""
@@ -682,7 +685,7 @@ def raises_encode_error(fn: Callable, *args, **kwargs) -> EncodeError:
 
 
 @pytest.mark.parametrize("name", sorted(all_cstructs()))
-@settings(max_examples=30)
+@fuzz_settings(30)
 @given(data=st.data())
 def test_pack_refuses_one_bad_field(name, data):
     """§3: a value with one field out of its C range (negative u32, too-long or NUL-holding name, wrong khandle length, oversized blob) raises EncodeError."""
@@ -691,7 +694,7 @@ def test_pack_refuses_one_bad_field(name, data):
     raises_encode_error(sc.pack, value)
 
 
-@settings(max_examples=60)
+@fuzz_settings(60)
 @given(data=st.data())
 def test_frame_encoders_refuse_bad_fields(data):
     """§1.3, §1.4: encode_upcall/downcall/read_frame/write_frame raise EncodeError for a broken field, a bad tag or a bad head word."""

@@ -7,11 +7,19 @@ and the control channel.  Afterwards every request that should get a reply
 got exactly one, the caller's GETATTRs all succeeded, nothing is in flight
 and both slot maps are full again.
 
-The junk is random but kept to what cannot legitimately wedge the system:
+The junk is generated (packets built field by field with edge values) and
+mutated (valid packets after a few random edits: splatted words, flipped
+bytes, cuts, inserts); a fourth and fifth sender write raw byte streams to a
+VFS and a control connection and then close their side, and must get only
+well-formed replies and a clean close.  Budgets follow tests/fuzzing.py:
+``pytest --long`` runs the long profile.
+
+The junk is kept to what cannot legitimately wedge the system:
 an attached junk connection never CLOSEs the shared file or READs (either
-would take the minimal client-core's work from it), POLL timeouts are short,
-and VFS ops only name mounted filesystems (an op of an unknown fs waits
-forever by the kernel's rules).
+would take the minimal client-core's work from it) and never WRITEs a
+downcall for a tag that may be live, POLL timeouts are short, and VFS ops
+only name mounted filesystems and never mount or unmount (an op of an
+unknown fs waits forever by the kernel's rules).
 """
 
 from __future__ import annotations
@@ -19,13 +27,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-import random
 import struct
 import tempfile
 from pathlib import Path
 
 import trio
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 import pvfs2proto as proto
@@ -33,9 +41,12 @@ from pvfs2ctl.client import ControlClient, VfsClient
 from pvfs2dev.params import PARAMS
 from pvfs2dev.server import Config, Server
 from pvfs2proto import OpCode
-from pvfs2proto.channels import DEVICE_REQUEST, VFS_REQUEST, DeviceCall, VfsKind
+from pvfs2proto.channels import DEVICE_REQUEST, VFS_LENGTH, VFS_REPLY, VFS_REQUEST, DeviceCall, VfsKind
 from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE, ORANGEFS_DEVREQ_MAGIC, PVFS2DEV_USERSPACE_VERSION, UPCALL_SIZE
+from pvfs2proto.upcall import FS_ID_OFFSETS
 
+from ..fuzzing import fuzz_settings
+from ..protocol.strategies import mutated
 from .live import (
     FS_ID,
     KiB,
@@ -54,6 +65,10 @@ from .live import (
 
 SLOT = 64 * KiB
 GOOD_GETATTRS = 8
+#: Tags a junk downcall may carry on the shared file: far above any tag a round hands out.
+DEAD_TAG = 10**12
+
+pytestmark = pytest.mark.fuzz
 
 # -- device packets ---------------------------------------------------------------------------------------------
 
@@ -62,7 +77,14 @@ IOCTLS = [int(c) for c in proto.IoctlCommand] + [0x40046A01, 0x00006B00, 0x00006
 
 @st.composite
 def device_packets(draw) -> bytes:
-    shape = draw(st.sampled_from(["call", "call", "call", "short", "random"]))
+    shape = draw(st.sampled_from(["call", "call", "call", "mutated", "short", "random"]))
+    if shape == "mutated":
+        # A well-formed call after a few edits, aimed mostly at the header's fields.
+        good = draw(st.builds(lambda call, seq, a0, a1, payload: DEVICE_REQUEST.pack(call, seq, a0, a1) + payload,
+                              st.sampled_from([int(c) for c in DeviceCall]), st.integers(0, 2**32 - 1),
+                              st.sampled_from([0, MAX_DEV_REQ_UPSIZE, os.O_RDWR | os.O_NONBLOCK] + IOCTLS),
+                              st.integers(0, 50), st.sampled_from([b"", bytes(24), bytes(8248)])))
+        return draw(mutated(st.just(good), offsets=(0, 4, 8, 16, 24, 28, 32)))
     if shape == "short":
         return draw(st.binary(min_size=1, max_size=DEVICE_REQUEST.size - 1))
     if shape == "random":
@@ -94,7 +116,12 @@ def sanitise(packet: bytes, attached: bool) -> bytes:
         a1 = min(max(a1, 0), 100)
     if attached and (call == DeviceCall.CLOSE or (call == DeviceCall.READ and a0 == MAX_DEV_REQ_UPSIZE)):
         call = 99
-    return DEVICE_REQUEST.pack(call, seq, a0, a1) + packet[DEVICE_REQUEST.size :]
+    payload = bytearray(packet[DEVICE_REQUEST.size :])
+    if attached and call == DeviceCall.WRITE and len(payload) >= 16:
+        (tag,) = struct.unpack_from("<Q", payload, 8)
+        if tag < DEAD_TAG:  # a live GETATTR's tag: the junk would answer the good caller's op
+            struct.pack_into("<Q", payload, 8, DEAD_TAG + tag)
+    return DEVICE_REQUEST.pack(call, seq, a0, a1) + bytes(payload)
 
 
 # -- VFS messages -------------------------------------------------------------------------------------------------
@@ -126,17 +153,49 @@ def upcalls(draw) -> tuple[bytes, bytes]:
             data = b""
         return file_io_upcall(io_type, count, offset), data
     if shape == "no-fs":
-        body = bytearray(random.Random(draw(st.integers(0, 2**32))).randbytes(UPCALL_SIZE))
+        body = bytearray(draw(st.binary(min_size=UPCALL_SIZE, max_size=UPCALL_SIZE)))
         struct.pack_into("<I", body, 0, draw(st.sampled_from(NO_FS_TYPES)))
         return bytes(body), b""
-    return os.urandom(draw(st.integers(0, UPCALL_SIZE - 1))), b""
+    return draw(st.binary(max_size=UPCALL_SIZE - 1)), b""
+
+
+def tamed(body: bytes) -> bytes:
+    """A mutated VFS message made safe to send (module docstring): its op names the mounted fs, never mounts."""
+    start = VFS_REQUEST.size
+    if len(body) < start + UPCALL_SIZE:
+        return body
+    message = bytearray(body)
+    (op_type,) = struct.unpack_from("<I", message, start)
+    if op_type in (OpCode.FS_MOUNT, OpCode.FS_UMOUNT):
+        op_type = int(OpCode.GETATTR)
+        struct.pack_into("<I", message, start, op_type)
+    if op_type in FS_ID_OFFSETS:
+        struct.pack_into("<i", message, start + FS_ID_OFFSETS[op_type], FS_ID)
+    return bytes(message)
+
+
+def vfs_shape(body: bytes) -> tuple[str, int]:
+    """(what, req_id) the broker makes of a message, by the VFS channel's rules (vfs_server.py)."""
+    if len(body) < VFS_REQUEST.size:
+        return "short", 0
+    _, kind, req_id = VFS_REQUEST.unpack_from(body)
+    if kind == VfsKind.INTERRUPT:
+        return "interrupt", req_id
+    if kind == VfsKind.SUBMIT and len(body) >= VFS_REQUEST.size + UPCALL_SIZE:
+        return "submit", req_id
+    return "badkind", req_id
 
 
 @st.composite
 def vfs_messages(draw) -> tuple[str, int, bytes]:
     """(what, req_id, message body) — what: submit, interrupt, short or badkind."""
-    what = draw(st.sampled_from(["submit", "submit", "submit", "interrupt", "short", "badkind"]))
+    what = draw(st.sampled_from(["submit", "submit", "submit", "mutated", "interrupt", "short", "badkind"]))
     req_id = draw(st.integers(1, 12))
+    if what == "mutated":
+        upcall, data = draw(upcalls())
+        good = VFS_REQUEST.pack(draw(st.sampled_from([0, 1, 3])), VfsKind.SUBMIT, req_id) + upcall + data
+        body = tamed(draw(mutated(st.just(good), offsets=(0, 4, 8, 16, 20, 24, 56, 64))))
+        return (*vfs_shape(body), body)
     if what == "submit":
         flags = draw(st.sampled_from([0, 1, 2, 3, 8, 32, 0xFFFFFFFF]))
         upcall, data = draw(upcalls())
@@ -155,8 +214,12 @@ CTL_COMMANDS = ["status", "ops", "buffers", "mounts", "stats", "params", "debug"
 
 @st.composite
 def control_lines(draw) -> bytes:
-    if draw(st.integers(0, 3)) == 0:
+    shape = draw(st.integers(0, 5))
+    if shape == 0:
         return draw(st.binary(max_size=200)).replace(b"\n", b" ")
+    if shape == 1:
+        good = json.dumps({"cmd": draw(st.sampled_from(CTL_COMMANDS[:-2])), "name": "op_timeout_secs"}).encode()
+        return draw(mutated(st.just(good))).replace(b"\n", b" ")
     request = {"cmd": draw(st.sampled_from(CTL_COMMANDS))}
     for field, values in (
         ("name", st.sampled_from(sorted(PARAMS) + ["nope", ""])),
@@ -171,10 +234,65 @@ def control_lines(draw) -> bytes:
     return json.dumps(request).encode()
 
 
+# -- raw byte streams ----------------------------------------------------------------------------------------------
+
+
+@st.composite
+def vfs_streams(draw) -> bytes:
+    """Bytes for a VFS connection, framing included: random, or valid frames with their length words edited."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=400))
+    frames = b"".join(VFS_LENGTH.pack(len(body)) + body for _, _, body in draw(st.lists(vfs_messages(), max_size=3)))
+    return draw(mutated(st.just(frames), offsets=(0, 1, 2, 3)))
+
+
+def check_vfs_replies(raw: bytes) -> None:
+    """Everything a junk VFS stream got back is whole replies, each an error or a result, nothing torn."""
+    pos = 0
+    while pos < len(raw):
+        assert len(raw) - pos >= VFS_LENGTH.size, f"a torn length word at byte {pos}"
+        (length,) = VFS_LENGTH.unpack_from(raw, pos)
+        assert length >= VFS_REPLY.size and pos + 4 + length <= len(raw), f"a torn reply at byte {pos}"
+        result, _tag, _req_id = VFS_REPLY.unpack_from(raw, pos + 4)
+        assert result <= 0 or length > VFS_REPLY.size, result
+        pos += 4 + length
+
+
+def check_control_replies(raw: bytes) -> None:
+    """Everything a junk control stream got back is whole JSON lines with ``ok`` (and an errno when false)."""
+    assert not raw or raw.endswith(b"\n"), "a torn control reply"
+    for line in raw.splitlines():
+        reply = json.loads(line)
+        assert isinstance(reply.get("ok"), bool), reply
+        if reply["ok"] is False:
+            assert isinstance(reply["errno"], int), reply
+
+
+async def stream_junk(path: Path, junk: bytes) -> bytes:
+    """Write ``junk`` on a fresh connection, close our side, and read until the broker closes its side."""
+    stream = await trio.open_unix_socket(os.fspath(path))
+    async with stream:
+        try:
+            await stream.send_all(junk)
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            return b""  # the broker already closed on an earlier byte: a clean disconnect
+        got = bytearray()
+        while True:
+            try:
+                chunk = await stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+
+
 # -- the round --------------------------------------------------------------------------------------------------------
 
 
-async def one_round(device_junk, attached, vfs_junk, control_junk) -> None:
+async def one_round(device_junk, attached, vfs_junk, control_junk, vfs_stream=b"", control_stream=b"") -> None:
     with tempfile.TemporaryDirectory(prefix="pvfs2fuzz-") as tmp:
         rundir = Path(tmp)
         with trio.fail_after(20):
@@ -227,8 +345,15 @@ async def one_round(device_junk, attached, vfs_junk, control_junk) -> None:
                                 assert isinstance(reply["errno"], int)
                         assert (await ctl.request("status"))["ok"] is True
 
+                async def vfs_streamer():
+                    check_vfs_replies(await stream_junk(vfs_path(rundir), vfs_stream))
+
+                async def control_streamer():
+                    check_control_replies(await stream_junk(ctl_path(rundir), control_stream))
+
                 async with trio.open_nursery() as actors:
-                    for actor in (good_caller, device_sender, vfs_sender, control_sender):
+                    for actor in (good_caller, device_sender, vfs_sender, control_sender, vfs_streamer,
+                                  control_streamer):
                         actors.start_soon(actor)
 
                 s = await assert_quiescent(rundir)
@@ -237,13 +362,16 @@ async def one_round(device_junk, attached, vfs_junk, control_junk) -> None:
                 nursery.cancel_scope.cancel()
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@fuzz_settings(150, 5000)
 @given(
     device_junk=st.lists(device_packets(), max_size=10),
     attached=st.booleans(),
     vfs_junk=st.lists(vfs_messages(), max_size=10),
     control_junk=st.lists(control_lines(), max_size=6),
+    vfs_stream=vfs_streams(),
+    control_stream=st.binary(max_size=300),
 )
-def test_random_packets_on_all_channels_leave_the_broker_whole(device_junk, attached, vfs_junk, control_junk):
+def test_random_packets_on_all_channels_leave_the_broker_whole(device_junk, attached, vfs_junk, control_junk,
+                                                               vfs_stream, control_stream):
     """DESIGN.md device/VFS/control channels: random packets get one reply each (or close only their own connection) while ops keep being served, and leave nothing in flight and both slot maps full."""
-    trio.run(one_round, device_junk, attached, vfs_junk, control_junk)
+    trio.run(one_round, device_junk, attached, vfs_junk, control_junk, vfs_stream, control_stream)

@@ -44,12 +44,11 @@ teardown winds everything down — fatal signals and a healthy client-core,
 then a crash and time — and checks that every caller and every REMOUNT_ALL
 finished, nothing is in flight and both slot maps are whole.
 
-Settings: the loaded profile's examples (``ci``: 200, derandomized) of up to
-100 steps each; about 8 s on the 2-core CI machine.  ``PVFS2DEV_FUZZ_LONG=1``
-searches deeper — 2000 examples of up to 200 steps, about 2½ minutes — best
-with a fresh seed each run::
+Settings (tests/fuzzing.py): in CI 200 derandomized examples of up to 100
+steps each, about 8 s on the 2-core machine; ``--long`` searches deeper —
+2000 examples of up to 200 steps from a fresh seed, about 2½ minutes::
 
-    PVFS2DEV_FUZZ_LONG=1 HYPOTHESIS_PROFILE=dev .venv/bin/pytest tests/pvfs2dev/test_kernel_stateful.py
+    .venv/bin/pytest tests/pvfs2dev/test_kernel_stateful.py --long
 
 Every shrunk failure becomes a plain test in ``test_kernel_regressions.py``.
 """
@@ -61,7 +60,8 @@ import errno
 import os
 import struct
 
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -79,9 +79,8 @@ from pvfs2proto.constants import (
 from pvfs2dev.bufmap import SlotMap, SlotWaiter
 from pvfs2dev.op import WAIT_INTERRUPTED, WAIT_PURGED, WAIT_SERVICED, WAIT_TIMED_OUT, Op
 
+from ..fuzzing import budget, fuzz_settings
 from .harness import NONBLOCK, DeviceError, OpCode, OpFlags, World
-
-LONG = os.environ.get("PVFS2DEV_FUZZ_LONG") == "1"
 
 MOUNTED = (7, 8)
 UNKNOWN_FS = 99
@@ -841,10 +840,11 @@ class KernelMachine(RuleBasedStateMachine):
             assert slots.c == -1 and not slots.waiters, slots.statistics()
 
 
-KernelMachine.TestCase.settings = settings(
-    max_examples=2000 if LONG else settings.default.max_examples,
-    stateful_step_count=200 if LONG else 100,
+KernelMachine.TestCase.settings = fuzz_settings(
+    200, 2000,
+    stateful_step_count=budget(100, 200),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     report_multiple_bugs=False,
 )
 TestKernelStateful = KernelMachine.TestCase
+TestKernelStateful.pytestmark = pytest.mark.fuzz
