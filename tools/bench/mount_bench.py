@@ -44,7 +44,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
 import queue
 import re
 import shutil
@@ -63,6 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import module_command
+from .machine import filesystem_of, machine
 
 PY = sys.executable
 BIN = Path(PY).parent
@@ -98,6 +98,21 @@ def _progress(text: str) -> None:
 
 
 # -- mounts and processes ------------------------------------------------------------------------------------
+
+
+def fuse_unavailable() -> str | None:
+    """Why this machine cannot mount the FUSE targets (one line), or None when it can."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse on this machine"
+    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not usable by this user"
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError as exc:
+        return f"pyfuse3 cannot be imported ({exc})"
+    if shutil.which("fusermount3") is None and os.geteuid() != 0:
+        return "fusermount3 is missing and this user is not root"
+    return None
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -419,34 +434,6 @@ def measure(runs: int, mib: int, stats: int, creates: int, base_dir: str | None)
 # -- the report ----------------------------------------------------------------------------------------------
 
 
-def filesystem_of(path: Path) -> str:
-    """'type on device' of the mount holding ``path``."""
-    real, best = os.path.realpath(path), ("", "?", "?")
-    with open("/proc/mounts") as f:
-        for line in f:
-            device, point, fstype, *_ = line.split()
-            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
-                best = (point, fstype, device)
-    return f"{best[1]} on {best[2]}"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        import pyfuse3
-
-        fuse = pyfuse3.__version__
-    except ImportError:
-        fuse = "?"
-    return {"nproc": len(os.sched_getaffinity(0)), "kernel": platform.release(), "cpu": cpu,
-            "python": platform.python_version(), "pyfuse3": fuse}
-
-
 def ratios(results: dict) -> dict:
     out = {}
     for figure, by_target in results.items():
@@ -502,7 +489,7 @@ def main(runs, mib, stats, creates, quick, base_dir, as_json, markdown) -> None:
         click.echo(json.dumps({"machine": box, "date": date, "runs": runs, "settings": settings,
                                "targets": list(TARGETS), "results": results, "ratios": ratio}, indent=2))
         return
-    about = (f"{box['nproc']} CPUs ({box['cpu']}), Linux {box['kernel']}, Python {box['python']}, "
+    about = (f"{box['nproc']} CPUs ({box['cpu']}), Linux {box['kernel']}, {box['python']}, "
              f"pyfuse3 {box['pyfuse3']}, {settings['filesystem']}, {date}")
     sizes = (f"dd {mib} MiB from /dev/zero; {stats:,} stats and {creates:,} creates per run; "
              f"attr timeout {ATTR_TIMEOUT_MSECS} ms, entry timeout {ENTRY_TIMEOUT_MSECS} ms, "

@@ -33,26 +33,23 @@ from rich.table import Table
 import pvfs2proto as proto
 from pvfs2proto.channels import VFS_LENGTH, VFS_REPLY
 
-from .broker_bench import PY, Caller, _message, _summary, _wait_for, _wait_in_service
+from .broker_bench import PY, Caller, _message, _summary, _wait_in_service, broker, round_trip_rates, stop
 
 CHUNK = 4 << 20
 
 
 @contextlib.contextmanager
 def stack(tmp: Path):
+    """``pvfs2dev serve`` and ``clientcore`` on a new store in ``tmp`` (10 slots of 4 MiB); yields the run directory."""
     rundir, store = tmp / "run", tmp / "store"
-    broker = subprocess.Popen([PY, "-m", "pvfs2dev.cli", "serve", "--rundir", str(rundir), "--log-level", "warning"])
-    core = None
-    try:
-        _wait_for(rundir / "pvfs2-vfs")
+    with broker(rundir):
         core = subprocess.Popen([PY, "-m", "clientcore.daemon", "--rundir", str(rundir), "--store", str(store),
-                                 "--desc-count", "10", "--desc-size", "4MiB", "--log-level", "warning"])
-        yield rundir
-    finally:
-        for proc in (core, broker):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(10)
+                                 "--desc-count", "10", "--desc-size", "4MiB", "--log-level", "warning"],
+                                stdin=subprocess.DEVNULL)
+        try:
+            yield rundir
+        finally:
+            stop(core)
 
 
 class DataCaller(Caller):
@@ -65,7 +62,11 @@ class DataCaller(Caller):
         self.send_all(VFS_LENGTH.pack(length) + message[4:] + data)
 
     async def results(self) -> list[int]:
-        """Results of the replies that have arrived, reading past their bodies without copying them.
+        """Results of the replies that have arrived (waits for at least one), bodies skipped."""
+        return [result for _, result in await self.completions()]
+
+    async def completions(self) -> list[tuple[int, int]]:
+        """``(req_id, result)`` of the replies that have arrived (waits for at least one), bodies skipped.
 
         The caller of a benchmark must not spend more on a 4 MiB reply than the
         stack does: headers are parsed from a scratch buffer, payload skipped.
@@ -95,7 +96,8 @@ class DataCaller(Caller):
                 pos += take
                 if len(self._head) == need:
                     (length,) = VFS_LENGTH.unpack_from(self._head)
-                    results.append(VFS_REPLY.unpack_from(self._head, VFS_LENGTH.size)[0])
+                    result, _, req_id = VFS_REPLY.unpack_from(self._head, VFS_LENGTH.size)
+                    results.append((req_id, result))
                     self._skip = length - VFS_REPLY.size
                     self._head = bytearray()
             if results:
@@ -120,34 +122,68 @@ async def _mount(caller: DataCaller) -> dict:
     return {"khandle": info.root_khandle, "fs_id": info.fs_id}
 
 
+async def call(caller: DataCaller, op: int, member: str, body: dict, data: bytes = b""):
+    """Submit one upcall and wait: its decoded downcall (and the bytes after it).
+
+    Raises:
+        OSError: the reply's errno.
+    """
+    caller.send_with(_upcall(op, member, body), data)
+    result, reply = (await caller.whole_replies())[0]
+    if result:
+        raise OSError(-result, f"{proto.opname(op)}: {os.strerror(-result)}")
+    return proto.decode_downcall(reply[: proto.DOWNCALL_SIZE], op), reply[proto.DOWNCALL_SIZE :]
+
+
+async def open_stack(rundir: Path) -> tuple[DataCaller, dict]:
+    """A caller on the stack in ``rundir`` once it is in service, after FS_MOUNT: (caller, root refn)."""
+    await _wait_in_service(rundir)
+    caller = DataCaller(rundir / "pvfs2-vfs")
+    try:
+        return caller, await _mount(caller)
+    except BaseException:
+        caller.close()
+        raise
+
+
+def getattr_upcall(refn: dict) -> bytes:
+    return _upcall(proto.OpCode.GETATTR, "getattr", {"refn": refn, "mask": proto.AttrMask.ALL_NOHINT})
+
+
+async def create_file(caller: DataCaller, parent: dict, name: bytes) -> dict:
+    """CREATE ``name`` in ``parent`` (mode 644): the new file's refn."""
+    down, _ = await call(caller, proto.OpCode.CREATE, "create",
+                         {"parent_refn": parent, "attributes": {"perms": 0o644, "mask": 0x3F}, "d_name": name})
+    refn = down.resp.create.refn
+    return {"khandle": refn.khandle, "fs_id": refn.fs_id}
+
+
+async def file_io_rates(caller: DataCaller, root: dict, runs: int, mib: int) -> dict[str, list[float]]:
+    """{"write"|"read": MB/s per run} of FILE_IO, 4 MiB requests, 4 in flight, over a new ``mib`` MiB file."""
+    refn = await create_file(caller, root, f"bench-{os.getpid()}-{time.monotonic_ns()}".encode())
+    data = os.urandom(CHUNK)
+    total = mib << 20
+    out = {}
+    for io_type, label in ((proto.IoType.WRITE, "write"), (proto.IoType.READ, "read")):
+        rates = []
+        for run in range(runs + 1):  # the first run warms up
+            rate = await _stream(caller, refn, io_type, data, total)
+            if run:
+                rates.append(rate)
+        out[label] = rates
+    return out
+
+
 async def measure_stack(runs: int, seconds: float, mib: int) -> dict:
     results = {}
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as rundir:
-        await _wait_in_service(rundir)
-        caller = DataCaller(rundir / "pvfs2-vfs")
+    with tempfile.TemporaryDirectory(prefix="pvfs2bench-") as tmp, stack(Path(tmp)) as rundir:
+        caller, root = await open_stack(rundir)
         try:
-            root = await _mount(caller)
-            getattr_root = _upcall(proto.OpCode.GETATTR, "getattr", {"refn": root, "mask": proto.AttrMask.ALL_NOHINT})
-            await caller.run(64, seconds / 2, getattr_root)
-            results["GETATTR end to end, 64 in flight, ops/s"] = _summary(
-                [await caller.run(64, seconds, getattr_root) for _ in range(runs)])
-            name = f"bench-{os.getpid()}".encode()
-            caller.send_with(_upcall(proto.OpCode.CREATE, "create",
-                                     {"parent_refn": root, "attributes": {"perms": 0o644, "mask": 0x3F},
-                                      "d_name": name}))
-            result, body = (await caller.whole_replies())[0]
-            if result:
-                raise RuntimeError(f"create failed: {result}")
-            refn = proto.decode_downcall(body[: proto.DOWNCALL_SIZE], proto.OpCode.CREATE).resp.create.refn
-            refn = {"khandle": refn.khandle, "fs_id": refn.fs_id}
-            data = os.urandom(CHUNK)
-            total = mib << 20
-            for io_type, label in ((proto.IoType.WRITE, "write"), (proto.IoType.READ, "read")):
-                rates = []
-                for run in range(runs + 1):  # the first run warms up
-                    rate = await _stream(caller, refn, io_type, data, total)
-                    if run:
-                        rates.append(rate)
+            upcall = getattr_upcall(root)
+            for inflight in (1, 64):
+                results[f"GETATTR end to end, {inflight} in flight, ops/s"] = _summary(
+                    await round_trip_rates(caller, inflight, runs, seconds, upcall))
+            for label, rates in (await file_io_rates(caller, root, runs, mib)).items():
                 results[f"FILE_IO {label}, 4 MiB × 4 in flight, MB/s"] = _summary(rates)
         finally:
             caller.close()
@@ -176,31 +212,48 @@ async def _stream(caller: DataCaller, refn: dict, io_type: int, data: bytes, tot
     return total / (time.perf_counter() - start) / 1e6
 
 
-def floors(runs: int) -> dict:
-    data = os.urandom(CHUNK)
+def floor_rates(runs: int) -> dict[str, list[float]]:
+    """MB/s per run of the copies and syscalls under the data path, each after a warm-up run.
+
+    ``memcpy into`` / ``memcpy out of``: 4 MiB into and out of a 4 MiB shared
+    mapping, in this one process — a single copy, the floor of any
+    shared-buffer design.  ``pwrite`` / ``pread``: 4 MiB on a page-cache file,
+    what the store's own syscalls cost.
+    """
+    data, out = os.urandom(CHUNK), bytearray(CHUNK)
+    rates: dict[str, list[float]] = {}
+
+    def timed(label: str, op, n: int) -> None:
+        got = []
+        for run in range(runs + 1):
+            start = time.perf_counter()
+            for i in range(n):
+                op(i)
+            if run:
+                got.append(n * CHUNK / (time.perf_counter() - start) / 1e6)
+        rates[label] = got
+
     with tempfile.TemporaryFile() as f:
         f.truncate(CHUNK)
         m = mmap.mmap(f.fileno(), CHUNK)
-        rates = []
-        for _ in range(runs):
-            n, start = 200, time.perf_counter()
-            for _ in range(n):
-                m[:] = data
-            rates.append(n * CHUNK / (time.perf_counter() - start) / 1e6)
-        m.close()
-    results = {"reference: memcpy 4 MiB into an mmap, MB/s": _summary(rates)}
+        try:
+            view = memoryview(m)
+            timed("memcpy into", lambda i: m.__setitem__(slice(None), data), 200)
+            timed("memcpy out of", lambda i: out.__setitem__(slice(None), view), 200)
+            view.release()
+        finally:
+            m.close()
     with tempfile.NamedTemporaryFile(dir=os.environ.get("TMPDIR")) as f:
-        fd, buf = f.fileno(), bytearray(CHUNK)
-        for label, op in (("pwrite", lambda off: os.pwrite(fd, data, off)),
-                          ("pread", lambda off: os.preadv(fd, [buf], off))):
-            rates = []
-            for _ in range(runs + 1):
-                n, start = 64, time.perf_counter()
-                for i in range(n):
-                    op(i * CHUNK)
-                rates.append(n * CHUNK / (time.perf_counter() - start) / 1e6)
-            results[f"reference: {label} 4 MiB on a page-cache file, MB/s"] = _summary(rates[1:])
-    return results
+        fd = f.fileno()
+        timed("pwrite", lambda i: os.pwrite(fd, data, i * CHUNK), 64)
+        timed("pread", lambda i: os.preadv(fd, [out], i * CHUNK), 64)
+    return rates
+
+
+def floors(runs: int) -> dict:
+    names = {"memcpy into": "memcpy 4 MiB into an mmap", "memcpy out of": "memcpy 4 MiB out of an mmap",
+             "pwrite": "pwrite 4 MiB on a page-cache file", "pread": "pread 4 MiB on a page-cache file"}
+    return {f"reference: {names[k]}, MB/s": _summary(v) for k, v in floor_rates(runs).items()}
 
 
 @click.command()
