@@ -21,14 +21,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from . import CHECKOUT, figures
-from .figures import FULL, QUICK, SECTIONS
+from . import CHECKOUT
 from .machine import describe, machine
-from .mount_bench import signals_raise
 from .report import markdown, tables
+from .sizes import FULL, QUICK, SECTIONS
 
-#: The order of the table (the issue's); sections run in :data:`SECTIONS` order (the mount last: its dd
-#: fills the page cache and drops it).
+#: The order of the table (the issue's); sections run in :data:`SECTIONS` order.
 TABLE_ORDER = ("device round trip", "metadata", "data path", "mount", "scale", "latency at 64 in flight")
 FORMAT = {"format": "pvfs2bench", "version": 1}
 
@@ -48,6 +46,9 @@ def results_name(date: datetime.datetime, quick: bool, only: tuple[str, ...]) ->
 
 def measure(sizes, sections: tuple[str, ...], base_dir: str | None, progress) -> tuple[list[dict], dict]:
     """Every figure of ``sections`` in table order, and the mount's settings (empty without the mount)."""
+    from . import figures  # here, not at the top: ``pvfs2ctl --help`` need not import every benchmark
+    from .mount_bench import signals_raise
+
     got: list[dict] = []
     settings: dict = {}
     with signals_raise():  # SIGTERM and SIGHUP unwind like Ctrl-C, so every section cleans up
@@ -71,7 +72,7 @@ def measure(sizes, sections: tuple[str, ...], base_dir: str | None, progress) ->
                    "is produced; the numbers are not for quoting).")
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help=f"Timed runs per figure, after one warm-up run [{FULL.runs}].")
-@click.option("--only", type=click.Choice(SECTIONS), multiple=True,
+@click.option("--only", type=click.Choice(SECTIONS), multiple=True, default=None,
               help="Run only this section (repeatable) [all].")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the JSON report goes [bench/results of the checkout, else ./bench/results].")
@@ -82,7 +83,7 @@ def measure(sizes, sections: tuple[str, ...], base_dir: str | None, progress) ->
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the table in Markdown (for the README).")
 def bench(quick: bool, runs: int | None, only: tuple[str, ...], results_dir: Path | None, base_dir: str | None,
           as_json: bool, as_markdown: bool) -> None:
-    """Measure every figure beside what it is compared with, in one run on this machine.
+    """Benchmark: every figure beside its reference, measured in one run on this machine.
 
     Device round trips, full-stack GETATTR, FILE_IO through the shared buffer,
     the FUSE mount, per-op cost by queue length and latency per op type; each

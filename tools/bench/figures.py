@@ -25,7 +25,6 @@ latency                   p50 / p99 per op type, a mix at 64 in flight, whole st
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -33,31 +32,7 @@ import trio
 
 from . import broker_bench, fuse_reference, latency, mount_bench, stack_bench
 from .report import figure, reference, skipped_figure
-
-SECTIONS = ("device", "metadata", "data", "latency", "scale", "mount")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-    """How much each run does."""
-
-    runs: int
-    seconds: float  # one timed rate run (round trips, ping-pongs, GETATTR, fstat)
-    file_io_mib: int  # the FILE_IO file
-    scale_queued: tuple[int, ...]
-    scale_ops: int  # replies timed per end-to-end scale run
-    core_ops: int  # ops timed per kernel-core scale run
-    latency_ops: int  # ops of each type per latency run
-    dd_mib: int
-    stats: int
-    creates: int
-
-
-FULL = Sizes(runs=5, seconds=1.0, file_io_mib=256, scale_queued=(10, 1000, 100_000), scale_ops=10_000,
-             core_ops=50_000, latency_ops=500, dd_mib=1024, stats=10_000, creates=1_000)
-#: For CI: every figure, small sizes (the queue lengths stay: they are the figures).
-QUICK = Sizes(runs=5, seconds=0.1, file_io_mib=16, scale_queued=(10, 1000, 100_000), scale_ops=300,
-              core_ops=2_000, latency_ops=30, dd_mib=16, stats=300, creates=30)
+from .sizes import Sizes
 
 RAW = "raw ping-pong (blocking SEQPACKET)"
 TRIO = "trio ping-pong (SEQPACKET)"

@@ -1,8 +1,9 @@
 """``pvfs2ctl``: look inside the emulated kernel module and drive it.
 
 The group holds the broker location; commands live in :mod:`.inspect_cmds`
-(read-only views and knobs, over the control channel) and :mod:`.fs`
-(filesystem actions, over the VFS channel).  Every expected failure becomes
+(read-only views and knobs, over the control channel), :mod:`.fs`
+(filesystem actions, over the VFS channel), :mod:`.fault_cmds`, and
+``pvfs2bench.cli`` (``bench``, which runs brokers of its own).  Every expected failure becomes
 one line on standard error and a non-zero exit, through :func:`run`.
 """
 
@@ -82,12 +83,15 @@ def main(ctx: click.Context, rundir: Path | None) -> None:
 
 
 def _register() -> None:
+    from pvfs2bench.cli import bench  # the benchmark starts brokers of its own; --rundir does not concern it
+
     from . import fault_cmds, fs, inspect_cmds
 
     for command in inspect_cmds.COMMANDS:
         main.add_command(command)
     main.add_command(fs.fs)
     main.add_command(fault_cmds.fault)
+    main.add_command(bench)
 
 
 _register()
