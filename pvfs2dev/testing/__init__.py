@@ -37,12 +37,13 @@ afterwards, whatever the test did.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from .processes import tail
 
 #: Names importable from here; the modules load on first use so that merely
 #: having the plugin installed costs a pytest session nothing.
@@ -103,17 +104,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         for name in ("broker", "clientcore"):
             log = workspace.base / f"{name}.log"
             if log.exists():
-                report.sections.append((f"pvfs2 {name}.log (end)", _tail(log)))
+                report.sections.append((f"pvfs2 {name}.log (end)", tail(log)))
         if item.config.getoption("pvfs2_keep"):
             report.sections.append(("pvfs2 work directory", f"kept: {workspace.base}"))
     return report
-
-
-def _tail(path: Path, size: int = 4000) -> str:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - size))
-        return f.read().decode(errors="replace")
 
 
 @pytest.fixture
@@ -162,6 +156,8 @@ def _teardown_failed(request: pytest.FixtureRequest, problems: list[str]) -> Non
         workspace = request.node.stash.get(_WORKSPACE, None)
         if workspace is not None:
             workspace.teardown_failed = True
+            if request.config.getoption("pvfs2_keep"):
+                problems.append(f"(work directory kept: {workspace.base})")
         pytest.fail("\n".join(problems), pytrace=False)
 
 
@@ -201,8 +197,12 @@ def pvfs2_clientcore(request: pytest.FixtureRequest, pvfs2_broker, pvfs2_clientc
     ended it), then it is stopped with SIGTERM, its whole process group with it."""
     from .stack import ClientCore, parse_command
 
-    core = ClientCore(pvfs2_broker, parse_command(pvfs2_clientcore_command), pvfs2_store,
-                      log=pvfs2_workdir / "clientcore.log", timeout=request.config.getoption("pvfs2_timeout"))
+    try:
+        argv = parse_command(pvfs2_clientcore_command)
+    except ValueError as exc:  # empty, or unbalanced quotes
+        pytest.fail(f"bad client-core command {pvfs2_clientcore_command!r}: {exc}", pytrace=False)
+    core = ClientCore(pvfs2_broker, argv, pvfs2_store, log=pvfs2_workdir / "clientcore.log",
+                      timeout=request.config.getoption("pvfs2_timeout"))
     try:
         core.start()
     except AssertionError as exc:

@@ -37,6 +37,7 @@ class Child:
         self.argv = list(argv)
         self.log = log
         self.expected_exit = False
+        self._swept = False
         with open(log, "ab") as out:
             out.write(f"--- {name}: {' '.join(self.argv)}\n".encode())
             out.flush()
@@ -86,10 +87,19 @@ class Child:
             self.signal_group(signal.SIGCONT)  # a stopped child cannot act on SIGTERM
         self.signal_group(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            status = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"{self.name} (pid {self.pid}) still running {timeout} s after "
                                f"{signal.Signals(sig).name}") from None
+        self._sweep()
+        return status
+
+    def _sweep(self) -> None:
+        # Whatever the leader left behind in its group (a forked daemon) goes
+        # too, once: later the group id may be free for someone else's use.
+        if not self._swept:
+            self._swept = True
+            self.signal_group(signal.SIGKILL)
 
     def stop(self) -> tuple[int, bool]:
         """SIGTERM, then SIGKILL if it lingers; every member of its group ends.
@@ -106,19 +116,23 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self.expected_exit = True
-        # Whatever the leader left behind in its group (a forked daemon) goes too.
-        self.signal_group(signal.SIGKILL)
+        self._sweep()
         return self.proc.returncode, killed
 
     def tail(self, size: int = TAIL_BYTES) -> str:
         """The end of the child's log (stdout and stderr together)."""
-        try:
-            with open(self.log, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - size))
-                return f.read().decode(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
+        return tail(self.log, size)
+
+
+def tail(path: Path, size: int = TAIL_BYTES) -> str:
+    """The last ``size`` bytes of a log, as text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def wait_until(ready, what: str, timeout: float, *, watch: Sequence[Child] = ()):
@@ -140,8 +154,8 @@ def wait_until(ready, what: str, timeout: float, *, watch: Sequence[Child] = ())
                                      f"{child.tail()}")
         if time.monotonic() > deadline:
             logs = "".join(f"\n{child.name} ({child.state()}) log ends:\n{child.tail()}" for child in watch)
-            raise AssertionError(f"no {what} after {timeout} s{logs}")
+            raise AssertionError(f"still waiting for {what} after {timeout} s{logs}")
         time.sleep(POLL_INTERVAL)
 
 
-__all__ = ["Child", "wait_until"]
+__all__ = ["Child", "tail", "wait_until"]

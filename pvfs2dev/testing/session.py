@@ -287,6 +287,18 @@ class KernelSession:
         """``status``: open_count, daemon_in_service, mounts, buffers, ops_by_state, request_list, in_progress."""
         return self.broker.status()
 
+    def wait_status(self, predicate, what: str, timeout: float | None = None) -> dict:
+        """Poll ``status`` until ``predicate(status)`` holds (``what`` names it in the failure); that status.
+
+        Raises:
+            AssertionError: not within ``timeout`` seconds (default: the session's), or the broker or the
+                client-core exited meanwhile.
+        """
+        __tracebackhide__ = True
+        core = self.clientcore
+        watch = [core.child] if core is not None and core.child is not None and not core.child.expected_exit else []
+        return self.broker.wait_status(predicate, what, self.timeout if timeout is None else timeout, watch=watch)
+
     def ops(self) -> list[dict]:
         """``ops``: every live op (tag, op, state_names, age, attempts, slot, where)."""
         answer = self.control("ops")
@@ -304,7 +316,7 @@ class KernelSession:
         """
         __tracebackhide__ = True
         try:
-            return self.broker.wait_status(quiescent, "quiescent broker", timeout)
+            return self.broker.wait_status(quiescent, "a quiescent broker", timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nops: {self.ops()}") from None
 

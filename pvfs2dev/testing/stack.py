@@ -83,7 +83,10 @@ class Broker:
         self.args = list(args)
         self.timeout = timeout
         argv = [sys.executable, "-m", "pvfs2dev.cli", "serve", "--rundir", os.fspath(rundir), *self.args]
-        self.child = Child("pvfs2dev serve", argv, log, env=_env(rundir, None))
+        try:
+            self.child = Child("pvfs2dev serve", argv, log, env=_env(rundir, None))
+        except OSError as exc:
+            raise AssertionError(f"cannot run {argv}: {exc}") from None
         try:
             wait_until(self._answers, f"the broker's sockets in {rundir}", timeout, watch=[self.child])
         except BaseException:
@@ -211,7 +214,10 @@ class ClientCore:
                 start timeout (the message has its log and the broker's status).
         """
         assert not self.alive(), f"the client-core is already running (pid {self.pid})"
-        self.child = Child("client-core", self.argv, self.log, env=_env(self.broker.rundir, self.store))
+        try:
+            self.child = Child("client-core", self.argv, self.log, env=_env(self.broker.rundir, self.store))
+        except OSError as exc:  # ENOENT, EACCES: the command is not there or not executable
+            raise AssertionError(f"cannot run {self.argv}: {exc}") from None
         self.history.append(self.child)
         if wait:
             self.wait_in_service()
@@ -219,11 +225,14 @@ class ClientCore:
 
     def wait_in_service(self) -> dict:
         """Wait until the device is open, both slot maps are installed (MAP) and no mount is pending."""
-        hint = ""
-        if not any(p in arg for arg in self.template for p in PLACEHOLDERS):
-            hint = " (its command has no {rundir}: it gets only $PVFS2DEV_RUNDIR)"
-        return self.broker.wait_status(in_service, f"the client-core in service{hint}", self.timeout,
-                                       watch=[self.child] if self.child is not None else [])
+        try:
+            return self.broker.wait_status(in_service, "the client-core in service", self.timeout,
+                                           watch=[self.child] if self.child is not None else [])
+        except AssertionError as exc:
+            hints = [why_not_in_service(self.broker.status())] if self.broker.child.alive() else []
+            if not any(p in arg for arg in self.template for p in PLACEHOLDERS):
+                hints.append("its command has no {rundir}: it has only $PVFS2DEV_RUNDIR to find the broker")
+            raise AssertionError("; ".join([str(exc), *hints])) from None
 
     def expect_exit(self) -> None:
         """Say that the client-core may exit from now on (a test that makes it exit)."""
@@ -280,6 +289,18 @@ def in_service(status: dict) -> bool:
     """The broker's view of a client-core ready for any op: device open, MAP done, no mount pending."""
     maps_installed = all(m["count"] > 0 for m in status["buffers"])
     return status["daemon_in_service"] and maps_installed and not any(m["pending"] for m in status["mounts"])
+
+
+def why_not_in_service(status: dict) -> str:
+    """What the broker still waits for before a client-core is in service, in the kernel's words."""
+    if not status["daemon_in_service"]:
+        return "the device is not open (no OPEN on pvfs2-req)"
+    if not all(m["count"] > 0 for m in status["buffers"]):
+        return "the shared buffers are not mapped (no MAP ioctl)"
+    pending = [m["devname"] for m in status["mounts"] if m["pending"]]
+    if pending:
+        return f"mounts {pending} wait for REMOUNT_ALL"
+    return "in service now"
 
 
 def _env(rundir: Path, store: Path | None) -> dict[str, str]:

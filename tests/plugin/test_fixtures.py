@@ -95,7 +95,7 @@ def test_killed_clientcore_purges_and_the_restarted_one_serves(pvfs2_mounted):
     assert_ok(k.write(handle, b"kept"))
     assert k.control("fault", action="pause-reads")["ok"]
     waiting = k.submit_nowait(upcalls.getattr_upcall(k.fs_id, handle))
-    k.broker.wait_status(lambda s: s["request_list"] == 1, "the GETATTR queued")
+    k.wait_status(lambda s: s["request_list"] == 1, "the GETATTR on the request list")
     assert k.kill_clientcore() == -signal.SIGKILL
     assert k.control("fault", action="resume-reads")["ok"]
     k.start_clientcore()

@@ -99,6 +99,8 @@ SWAPPED_TESTS = '''
 import os
 import signal
 
+import pytest
+
 from pvfs2dev.testing import assert_ok
 
 
@@ -114,18 +116,29 @@ def test_the_command_line_clientcore(pvfs2_mounted, pvfs2_rundir):
 def test_clientcore_dies_behind_our_back(pvfs2_kernel):
     os.kill(pvfs2_kernel.clientcore.pid, signal.SIGKILL)
     pvfs2_kernel.broker.wait_status(lambda s: s["open_count"] == 0, "the device released")
+
+
+@pytest.mark.parametrize("pvfs2_clientcore_command", ["sh -c 'echo no device for me >&2; exit 3'"])
+def test_clientcore_that_exits_at_once(pvfs2_clientcore):
+    pass
 '''
 
 
 def test_command_line_swaps_the_clientcore_and_an_unexpected_death_is_reported(pytester):
     """--pvfs2-clientcore runs another client-core ({rundir} expanded), --pvfs2-broker-arg reaches
-    pvfs2dev serve, and a client-core that dies without the test asking fails it at teardown."""
+    pvfs2dev serve, a client-core that dies without the test asking fails it at teardown, and one that
+    exits at start-up fails the setup with its exit status and its output."""
     pytester.makepyfile(test_swapped=SWAPPED_TESTS)
     result = pytester.runpytest_subprocess(
         *PLAIN, f"--pvfs2-clientcore={sys.executable} -m clientcore.minimal --rundir {{rundir}}",
         "--pvfs2-broker-arg=--op-timeout=3")
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines([
         "*ERROR at teardown of test_clientcore_dies_behind_our_back*",
         "*the client-core killed by SIGKILL during the test; its log ends:*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_clientcore_that_exits_at_once*",
+        "*client-core exited 3 while waiting for the client-core in service*",
+        "no device for me",
     ])
