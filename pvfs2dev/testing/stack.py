@@ -65,7 +65,7 @@ def check_socket_paths(rundir: Path) -> None:
     """Fail early, and say why, when the sockets' paths would not fit in ``sun_path``.
 
     Raises:
-        ValueError: ENAMETOOLONG's case, with the remedy (a shorter $TMPDIR or --basetemp).
+        ValueError: ENAMETOOLONG's case, with the remedy (a shorter $TMPDIR).
     """
     longest = os.fspath(rundir / max(DEVICE_SOCKET, VFS_SOCKET, CONTROL_SOCKET, key=len))
     if len(os.fsencode(longest)) > SUN_PATH_MAX:

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from pvfs2dev.testing import assert_errno, assert_ok, upcalls
-from pvfs2proto import ObjType, OpCode
+from pvfs2proto import ObjType, OpCode, OpFlags
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -101,6 +101,20 @@ def test_killed_clientcore_purges_and_the_restarted_one_serves(pvfs2_mounted):
     k.start_clientcore()
     assert assert_ok(k.wait_reply(waiting)).attrs.size == 4
     assert assert_ok(k.read(handle, 100)).data == b"kept"
+    k.assert_quiescent()
+
+
+def test_interrupted_caller_gets_eintr_and_the_op_is_given_up(pvfs2_mounted):
+    """A signal ends an INTERRUPTIBLE wait with EINTR; the op not yet read is given up, nothing stays
+    in flight, and the next call is served (spec §4.3, §4.6)."""
+    k = pvfs2_mounted
+    assert k.control("fault", action="pause-reads")["ok"]
+    waiting = k.submit_nowait(upcalls.getattr_upcall(k.fs_id, k.root), flags=OpFlags.INTERRUPTIBLE)
+    k.wait_status(lambda s: s["request_list"] == 1, "the GETATTR on the request list")
+    k.interrupt(waiting)
+    assert_errno(k.wait_reply(waiting), errno.EINTR, OpCode.GETATTR)
+    assert k.control("fault", action="resume-reads")["ok"]
+    assert_ok(k.getattr())
     k.assert_quiescent()
 
 
