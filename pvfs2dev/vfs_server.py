@@ -83,6 +83,7 @@ class VfsConnection:
         self._inbox = bytearray()
         self._outbox = bytearray()
         self._writing = False
+        self._flushed = trio.Event()  # set when a _flush task ends
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, self.SOCKET_BUFFER)
@@ -95,6 +96,11 @@ class VfsConnection:
                 self.nursery = nursery
                 try:
                     await self._loop()
+                    # End of input.  Replies already queued still go out whole:
+                    # a peer that only shut down its sending side reads them,
+                    # and a torn reply would be worse than none.
+                    if self._writing:
+                        await self._flushed.wait()
                 finally:
                     # Gone away with calls in flight: a killed process (fatal signal).
                     self.closed = True
@@ -228,6 +234,7 @@ class VfsConnection:
             sent = 0
         if self._outbox and not self._writing:
             self._writing = True
+            self._flushed = trio.Event()
             self.nursery.start_soon(self._flush)
 
     async def _flush(self) -> None:
@@ -244,3 +251,4 @@ class VfsConnection:
                 del self._outbox[:sent]
         finally:
             self._writing = False
+            self._flushed.set()

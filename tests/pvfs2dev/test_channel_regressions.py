@@ -11,9 +11,22 @@ import trio
 
 from pvfs2dev.server import Config, Server
 
-from .live import RawDevice, assert_getattr_round_trip, minimal_core, mount, vfs_path
-from .test_channel_fuzz import SLOT, one_round
 from pvfs2ctl.client import VfsClient
+from pvfs2proto import IoType
+from pvfs2proto.channels import VFS_LENGTH, VFS_REPLY, VFS_REQUEST, VfsKind
+from pvfs2proto.constants import DOWNCALL_SIZE
+
+from .live import (
+    MiB,
+    RawDevice,
+    assert_getattr_round_trip,
+    assert_quiescent,
+    file_io_upcall,
+    minimal_core,
+    mount,
+    vfs_path,
+)
+from .test_channel_fuzz import SLOT, check_vfs_replies, one_round
 
 
 async def test_an_empty_device_packet_gets_einval_and_the_connection_stays(tmp_path):
@@ -54,4 +67,32 @@ async def test_an_empty_packet_on_the_attached_file_leaves_the_client_core_servi
                 assert (await dev.recv()).result == -errno.EINVAL
         await assert_getattr_round_trip(tmp_path)
         assert server.device.file is not None
+        nursery.cancel_scope.cancel()
+
+
+async def test_replies_queued_before_a_half_close_go_out_whole(tmp_path):
+    """DESIGN.md, VFS channel: one reply per request.  A peer that shuts down its sending side right after a
+    big FILE_IO read still gets the whole reply, then the close (found by the long channel fuzz: a mutated
+    stream whose 16 MiB read reply was cut off mid-frame when the broker saw end of input)."""
+    count = 16 * MiB
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Server(Config(rundir=tmp_path)).run)
+        await nursery.start(minimal_core, tmp_path, 4, SLOT)
+        async with VfsClient.connect(vfs_path(tmp_path)) as vfs:
+            await mount(vfs)
+        message = VFS_REQUEST.pack(0, VfsKind.SUBMIT, 5) + file_io_upcall(IoType.READ, count)
+        with trio.fail_after(60):
+            stream = await trio.open_unix_socket(str(vfs_path(tmp_path)))
+            async with stream:
+                await stream.send_all(VFS_LENGTH.pack(len(message)) + message)
+                raw = bytearray(await stream.receive_some(4096))  # the reply is on its way, most of it queued
+                await stream.send_eof()
+                while chunk := await stream.receive_some(1 << 20):
+                    raw += chunk
+        check_vfs_replies(bytes(raw))
+        (length,) = VFS_LENGTH.unpack_from(raw)
+        result, _tag, req_id = VFS_REPLY.unpack_from(raw, 4)
+        assert (req_id, result, len(raw)) == (5, 0, 4 + length)
+        assert length == VFS_REPLY.size + DOWNCALL_SIZE + count  # the read data, all of it
+        await assert_quiescent(tmp_path)
         nursery.cancel_scope.cancel()
