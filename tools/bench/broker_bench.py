@@ -211,9 +211,10 @@ def rss_bytes(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def minimal_stack(*extra: str):
-    """A broker and the minimal client-core in a new temporary directory: yields (run directory, broker)."""
-    with tempfile.TemporaryDirectory(prefix="pvfs2bench-") as tmp:
+def minimal_stack(*extra: str, base_dir: str | None = None):
+    """A broker and the minimal client-core in a new temporary directory (in ``base_dir``): yields (run
+    directory, broker)."""
+    with tempfile.TemporaryDirectory(prefix="pvfs2bench-", dir=base_dir) as tmp:
         rundir = Path(tmp)
         with broker(rundir, *extra) as proc, client_core(rundir):
             yield rundir, proc
@@ -242,9 +243,10 @@ async def round_trip_rates(caller: Caller, inflight: int, runs: int, seconds: fl
     return [await caller.run(inflight, seconds, upcall) for _ in range(runs)]
 
 
-def round_trips(runs: int, seconds: float, inflights: tuple[int, ...] = (1, 64)) -> dict[int, list[float]]:
+def round_trips(runs: int, seconds: float, inflights: tuple[int, ...] = (1, 64),
+                base_dir: str | None = None) -> dict[int, list[float]]:
     """{in flight: ops/s per run} through a broker and the minimal client-core."""
-    with minimal_stack() as (rundir, _):
+    with minimal_stack(base_dir=base_dir) as (rundir, _):
 
         async def measure() -> dict[int, list[float]]:
             caller = await mounted_caller(rundir)
@@ -354,10 +356,11 @@ async def _trio_run(path: str, inflight: int, seconds: float) -> float:
         return done / elapsed
 
 
-def pingpong(flavor: str, runs: int, seconds: float, inflights: tuple[int, ...] = (1, 64)) -> dict[int, list[float]]:
+def pingpong(flavor: str, runs: int, seconds: float, inflights: tuple[int, ...] = (1, 64),
+             base_dir: str | None = None) -> dict[int, list[float]]:
     """{in flight: messages/s per run} of the ``raw`` or ``trio`` ping-pong between two processes."""
     server_code = {"raw": RAW_SERVER, "trio": TRIO_SERVER}[flavor]
-    with tempfile.TemporaryDirectory(prefix="pvfs2bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pvfs2bench-", dir=base_dir) as tmp:
         path = os.path.join(tmp, "pp")
         server = subprocess.Popen([PY, "-c", server_code, path, str(PINGPONG_BUFFER)], stdout=subprocess.PIPE,
                                   stdin=subprocess.DEVNULL)
@@ -454,9 +457,10 @@ async def queued_costs(caller: Caller, rundir: Path, broker_pid: int, sizes: lis
     return out, memory
 
 
-def scale(sizes: list[int], runs: int, ops: int) -> tuple[dict[int, list[float]], float]:
+def scale(sizes: list[int], runs: int, ops: int,
+          base_dir: str | None = None) -> tuple[dict[int, list[float]], float]:
     """:func:`queued_costs` on a broker and the minimal client-core of their own."""
-    with minimal_stack() as (rundir, proc):
+    with minimal_stack(base_dir=base_dir) as (rundir, proc):
 
         async def measure():
             caller = await mounted_caller(rundir)

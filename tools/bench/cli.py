@@ -9,10 +9,12 @@ sections named for ``--only``).  Progress goes to standard error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -44,21 +46,44 @@ def results_name(date: datetime.datetime, quick: bool, only: tuple[str, ...]) ->
     return name + ".json"
 
 
+@contextlib.contextmanager
+def signals_interrupt():
+    """SIGTERM and SIGHUP act as Ctrl-C, so every section stops what it started.
+
+    They are turned into SIGINT rather than raised from the handler: inside
+    ``trio.run`` trio delivers a KeyboardInterrupt where it is safe, and the
+    async ``with`` blocks holding processes and temporary directories unwind
+    in order; an exception raised at an arbitrary point of trio's own code
+    would abandon the run instead.
+    """
+
+    def interrupt(signum, frame) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    saved = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a shell's background job: SIGINT starts out ignored
+        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
 def measure(sizes, sections: tuple[str, ...], base_dir: str | None, progress) -> tuple[list[dict], dict]:
     """Every figure of ``sections`` in table order, and the mount's settings (empty without the mount)."""
     from . import figures  # here, not at the top: ``pvfs2ctl --help`` need not import every benchmark
-    from .mount_bench import signals_raise
 
     got: list[dict] = []
     settings: dict = {}
-    with signals_raise():  # SIGTERM and SIGHUP unwind like Ctrl-C, so every section cleans up
+    with signals_interrupt():
         if "device" in sections:
-            got += figures.device(sizes, progress)
+            got += figures.device(sizes, progress, base_dir)
         stack_parts = {s for s in ("metadata", "data", "latency") if s in sections}
         if stack_parts:
             got += figures.whole_stack(sizes, stack_parts, progress, base_dir)
         if "scale" in sections:
-            got += figures.scale(sizes, progress)
+            got += figures.scale(sizes, progress, base_dir)
         if "mount" in sections:
             mount_figures, settings = figures.mount(sizes, progress, base_dir)
             got += mount_figures

@@ -38,13 +38,13 @@ RAW = "raw ping-pong (blocking SEQPACKET)"
 TRIO = "trio ping-pong (SEQPACKET)"
 
 
-def device(sizes: Sizes, progress) -> list[dict]:
+def device(sizes: Sizes, progress, base_dir: str | None) -> list[dict]:
     progress("device round trip: broker + clientcore.minimal")
-    ours = broker_bench.round_trips(sizes.runs, sizes.seconds, (1, 64))
+    ours = broker_bench.round_trips(sizes.runs, sizes.seconds, (1, 64), base_dir)
     refs = {}
     for flavor in ("raw", "trio"):
         progress(f"device round trip: {flavor} ping-pong")
-        refs[flavor] = broker_bench.pingpong(flavor, sizes.runs, sizes.seconds, (1, 64))
+        refs[flavor] = broker_bench.pingpong(flavor, sizes.runs, sizes.seconds, (1, 64), base_dir)
     path = ("GETATTR upcalls from a VFS caller through the broker and the device protocol to "
             "clientcore.minimal (answers at once) and back; the references are ping-pongs between two Python "
             "processes at the same concurrency, messages of 8544 bytes (one VFS request)")
@@ -109,12 +109,12 @@ def whole_stack(sizes: Sizes, want: set[str], progress, base_dir: str | None) ->
     return out
 
 
-def scale(sizes: Sizes, progress) -> list[dict]:
+def scale(sizes: Sizes, progress, base_dir: str | None) -> list[dict]:
     queued = sorted(sizes.scale_queued)
     progress("scale: the kernel core alone")
     core = broker_bench.core_costs(queued, sizes.runs, sizes.core_ops)
     progress(f"scale: end to end, up to {queued[-1]:,} queued")
-    ends, _ = broker_bench.scale(queued, sizes.runs, sizes.scale_ops)
+    ends, _ = broker_bench.scale(queued, sizes.runs, sizes.scale_ops, base_dir)
     out = []
     for label, got, path in (
         ("end to end", ends, "N GETATTRs queued behind paused reads, then resumed; each reply answered with a new "
@@ -128,22 +128,19 @@ def scale(sizes: Sizes, progress) -> list[dict]:
     return out
 
 
-MOUNT_PATH = ("programs on the FUSE mount: pvfs2dev serve --mount + clientcore on its store (attr timeout 0, "
-              "entry timeout 50 ms), beside tools/bench/passthrough.py over a directory and that directory itself")
-
-
 def mount(sizes: Sizes, progress, base_dir: str | None) -> tuple[list[dict], dict]:
-    names = {mount_bench.DD_WRITE: f"dd write {sizes.dd_mib} MiB, bs=1M, conv=fsync",
-             mount_bench.DD_READ: f"dd read {sizes.dd_mib} MiB after drop_caches, bs=1M",
-             mount_bench.STAT_1: f"stat one file, 1 caller, {sizes.stats:,} calls",
-             mount_bench.STAT_4: f"stat one file, 4 callers, {sizes.stats:,} calls",
-             mount_bench.CREATE: f"create+unlink, 1 caller, {sizes.creates:,} files"}
-    units = {mount_bench.DD_WRITE: "MB/s", mount_bench.DD_READ: "MB/s"}
+    # mount_bench's names less the unit, which is a field of its own here.
+    names = {f: f.rsplit(", ", 1)[0] for f in mount_bench.FIGURES}
+    units = {f: f.rsplit(", ", 1)[1] for f in mount_bench.FIGURES}
+    path = (f"programs on the FUSE mount — pvfs2dev serve --mount and clientcore on its store — beside "
+            f"tools/bench/passthrough.py over a directory and that directory itself, all with attr timeout 0 and "
+            f"entry timeout 50 ms: dd {sizes.dd_mib} MiB from /dev/zero, then back to /dev/null after "
+            f"drop_caches; {sizes.stats:,} stats of one file; {sizes.creates:,} creates+unlinks")
     refs = [mount_bench.PASSTHROUGH, mount_bench.NATIVE]
     ref_names = {mount_bench.PASSTHROUGH: "pyfuse3 passthrough", mount_bench.NATIVE: "native disk"}
     why = mount_bench.fuse_unavailable()
     if why:
-        return [skipped_figure("mount", names[f], units.get(f, "ops/s"), MOUNT_PATH, why,
+        return [skipped_figure("mount", names[f], units[f], path, why,
                                [ref_names[t] for t in refs])
                 for f in mount_bench.FIGURES], {}
     progress("mount: dd, stat, create+unlink on the mount, the passthrough and the native disk")
@@ -151,7 +148,7 @@ def mount(sizes: Sizes, progress, base_dir: str | None) -> tuple[list[dict], dic
     out = []
     for f in mount_bench.FIGURES:
         by_target = results[f]
-        out.append(figure("mount", names[f], units.get(f, "ops/s"), MOUNT_PATH,
+        out.append(figure("mount", names[f], units[f], path,
                           by_target[mount_bench.PVFS2DEV]["values"],
                           [reference(ref_names[t], by_target[t]["values"]) for t in refs]))
     return out, settings

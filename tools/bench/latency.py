@@ -49,6 +49,8 @@ from .broker_bench import _summary
 from .stack_bench import DataCaller, _upcall, call, create_file, getattr_upcall, open_stack, stack
 
 INFLIGHT = 64
+#: Seconds without any reply after which a run has failed (the broker's own op timeouts are longer).
+STALL = 60
 IO_SIZE = 64 << 10
 #: The file's data region FILE_IO reads and writes go round.
 IO_SPAN = 1 << 20
@@ -136,6 +138,7 @@ async def _pipeline(caller: DataCaller, ops: list[tuple[str, bytes, bytes]], inf
 
     Raises:
         OSError: an op failed (its errno).
+        RuntimeError: no reply came for :data:`STALL` seconds.
     """
     sent: dict[int, tuple[str, float]] = {}
     pending = iter(ops)
@@ -150,7 +153,13 @@ async def _pipeline(caller: DataCaller, ops: list[tuple[str, bytes, bytes]], inf
     for _ in range(inflight):
         send_next()
     while sent:
-        arrived = await caller.completions()
+        arrived: list[tuple[int, int]] = []
+        with trio.move_on_after(STALL):
+            arrived = await caller.completions()
+        if not arrived:  # a benchmark must fail, not hang, when an op never comes back
+            waiting = sorted((started, op_type, req_id) for req_id, (op_type, started) in sent.items())[:8]
+            raise RuntimeError(f"no reply for {STALL} s with {len(sent)} ops in flight; oldest: " + ", ".join(
+                f"{op_type} (req {req_id}, {clock() - started:.0f} s)" for started, op_type, req_id in waiting))
         now = clock()
         for req_id, result in arrived:
             op_type, started = sent.pop(req_id)

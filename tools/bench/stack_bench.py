@@ -55,6 +55,13 @@ def stack(tmp: Path):
 class DataCaller(Caller):
     """A caller that also carries data and reads replies whole."""
 
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._scratch = memoryview(bytearray(8 << 20))
+        self._head = bytearray()  # a partial reply head
+        self._skip = 0  # bytes of the current reply's body still to pass over
+        self._current: tuple[int, int] = (0, 0)  # (req_id, result) of the reply being passed over
+
     def send_with(self, upcall: bytes, data: bytes = b"") -> None:
         message = _message(self.next_id, upcall)
         self.next_id += 1
@@ -62,19 +69,18 @@ class DataCaller(Caller):
         self.send_all(VFS_LENGTH.pack(length) + message[4:] + data)
 
     async def results(self) -> list[int]:
-        """Results of the replies that have arrived (waits for at least one), bodies skipped."""
+        """Results of the replies that have arrived whole (waits for at least one), bodies skipped."""
         return [result for _, result in await self.completions()]
 
     async def completions(self) -> list[tuple[int, int]]:
-        """``(req_id, result)`` of the replies that have arrived (waits for at least one), bodies skipped.
+        """``(req_id, result)`` of the replies that have arrived whole (waits for at least one), bodies skipped.
 
         The caller of a benchmark must not spend more on a 4 MiB reply than the
-        stack does: headers are parsed from a scratch buffer, payload skipped.
+        stack does: headers are parsed from a scratch buffer, bodies passed
+        over.  A reply counts once its last byte is here — a FILE_IO read is
+        not done when its head arrives — so when every reply of a phase has
+        been counted, nothing of them is left on the socket for the next.
         """
-        if not hasattr(self, "_scratch"):
-            self._scratch = memoryview(bytearray(8 << 20))
-            self._head = bytearray()  # a partial reply head
-            self._skip = 0  # payload bytes still to pass over
         need = VFS_LENGTH.size + VFS_REPLY.size
         while True:
             try:
@@ -90,6 +96,8 @@ class DataCaller(Caller):
                     step = min(self._skip, n - pos)
                     self._skip -= step
                     pos += step
+                    if not self._skip:
+                        results.append(self._current)
                     continue
                 take = min(need - len(self._head), n - pos)
                 self._head += self._scratch[pos : pos + take]
@@ -97,14 +105,22 @@ class DataCaller(Caller):
                 if len(self._head) == need:
                     (length,) = VFS_LENGTH.unpack_from(self._head)
                     result, _, req_id = VFS_REPLY.unpack_from(self._head, VFS_LENGTH.size)
-                    results.append((req_id, result))
+                    self._current = (req_id, result)
                     self._skip = length - VFS_REPLY.size
                     self._head = bytearray()
+                    if not self._skip:
+                        results.append(self._current)
             if results:
                 return results
 
     async def whole_replies(self) -> list[tuple[int, bytes]]:
-        """(result, body after the reply head) of every reply that has arrived."""
+        """(result, body after the reply head) of every reply that has arrived.
+
+        Raises:
+            RuntimeError: :meth:`completions` is part way through a reply (the two readers cannot share one).
+        """
+        if self._head or self._skip:
+            raise RuntimeError("a reply is half read by completions(): finish a phase before calling whole_replies()")
         return await self.replies(bodies=True)
 
 
