@@ -1,1 +1,1 @@
-"""Developer tools run from a checkout: benchmarks (python -m tools.<name>) and pvfs2ctl."""
+"""Developer tools run from a checkout: the benchmarks (python -m tools.bench[.<name>]), pvfs2ctl, the fuzz entry."""
