@@ -25,24 +25,24 @@ large as the recorded FILE_IOs need.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable
 
 import trio
 
 from pvfs2ctl.vfsops import Vfs, VfsError, open_filesystem, umount
 from pvfs2proto import AttrMask, IoType, OpCode
+
+from ..tools.stack import running_stack
 
 HERE = Path(__file__).resolve().parent
 #: The client-core's geometry while recording (and the least a replay needs).
@@ -75,43 +75,6 @@ def wait_until(what: str, ready: Callable[[], bool], procs: list[subprocess.Pope
         time.sleep(0.02)
 
 
-def _in_service(run: Path) -> bool:
-    """The client-core has the device open and its buffers mapped (a status request on the control socket)."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(run / "pvfs2-ctl"))
-            sock.sendall(b'{"cmd": "status"}\n')
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return False
-                reply += chunk
-    except OSError:
-        return False
-    status = json.loads(reply)
-    return bool(status.get("daemon_in_service")) and bool(status.get("buffers", [{}])[0].get("slot_size"))
-
-
-@contextlib.contextmanager
-def running_stack(base: Path) -> Iterator[Path]:
-    """A broker and our client-core on a fresh store in ``base``, in service; both stopped afterwards."""
-    run = base / "run"
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "pvfs2dev.cli", "serve", "--rundir", str(run),
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
-        wait_until("the broker", lambda: (run / "pvfs2-ctl").exists(), procs)
-        procs.append(subprocess.Popen([sys.executable, "-m", "clientcore.daemon", "--rundir", str(run),
-                                       "--store", str(base / "store"), *CLIENTCORE_ARGS], stdin=subprocess.DEVNULL))
-        wait_until("the client-core", lambda: _in_service(run), procs)
-        yield run
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-
-
 def _lines(path: Path) -> list[dict]:
     try:
         text = path.read_text()
@@ -128,7 +91,7 @@ def record(session: Callable[[Path], Awaitable[None]], out: Path, base: Path) ->
     whole recording (so an old ``out`` is never mistaken for the new one).
     """
     partial = base / "recording.jsonl"
-    with running_stack(base) as run:
+    with running_stack(base, clientcore_args=CLIENTCORE_ARGS) as (run, _, _):
         recorder = subprocess.Popen([sys.executable, "-m", "pvfs2ctl", "--rundir", str(run), "trace",
                                      "--record", str(partial)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import trio
 
 from pvfs2ctl.client import ControlClient
+from pvfs2dev.testing.stack import Broker, ClientCore, default_clientcore_command
 
 DEADLINE = 20.0
 
@@ -28,57 +26,41 @@ def control(rundir: Path, cmd: str, **fields) -> dict:
     return trio.run(ask)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate ``proc`` (continuing it first, in case a test left it stopped), killing it if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+#: Our client-core's geometry in these stacks: small slots, so a test's memory stays small.
+CLIENTCORE_ARGS = ("--desc-count", "4", "--desc-size", "1MiB", "--log-level", "warning")
 
 
 @contextlib.contextmanager
-def running_stack(base: Path, *, open_to_others: bool = False) -> Iterator[tuple[Path, subprocess.Popen, subprocess.Popen]]:
+def running_stack(base: Path, *, open_to_others: bool = False,
+                  clientcore_args: Sequence[str] = CLIENTCORE_ARGS) -> Iterator[tuple[Path, subprocess.Popen,
+                                                                                      subprocess.Popen]]:
     """``pvfs2dev serve`` in base/run and ``clientcore`` on base/store, in service; both stopped afterwards.
 
+    The processes are the plugin's (:mod:`pvfs2dev.testing.stack`), so their
+    logs are base/broker.log and base/clientcore.log, and leaving the block
+    fails if either died on its own, did not stop on SIGTERM or left a socket.
     Yields (run directory, broker process, client-core process).  With
     ``open_to_others`` the run directory is made 0755 once the broker has
     created it (0700), so another uid can reach the sockets.
     """
     run = base / "run"
+    base.mkdir(parents=True, exist_ok=True)
     if open_to_others:
         run.mkdir(mode=0o755, exist_ok=True)
-    procs: list[subprocess.Popen] = []
+    broker = Broker(run, ["--log-level", "warning"], log=base / "broker.log", timeout=DEADLINE)
+    core = None
+    problems: list[str] = []
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "pvfs2dev.cli", "serve", "--rundir", str(run),
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
-        deadline = time.monotonic() + DEADLINE
-        # The control socket is bound last, so once it is there every socket is.
-        while not (run / "pvfs2-ctl").exists():
-            assert procs[0].poll() is None, "the broker exited"
-            assert time.monotonic() < deadline, "the broker did not start"
-            time.sleep(0.02)
         if open_to_others:
             os.chmod(run, 0o755)
-        procs.append(subprocess.Popen([sys.executable, "-m", "clientcore.daemon", "--rundir", str(run),
-                                       "--store", str(base / "store"), "--desc-count", "4", "--desc-size", "1MiB",
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
-        while True:
-            assert procs[1].poll() is None, "the client-core exited"
-            assert time.monotonic() < deadline, "the client-core did not come into service"
-            try:
-                if control(run, "status")["daemon_in_service"]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        yield run, procs[0], procs[1]
+        argv = [*default_clientcore_command(), *clientcore_args]
+        core = ClientCore(broker, argv, base / "store", log=base / "clientcore.log", timeout=DEADLINE).start()
+        yield run, broker.child.proc, core.child.proc
     finally:
-        for proc in reversed(procs):
-            stop(proc)
+        if core is not None:
+            problems += core.stop()
+        problems += broker.stop()
+    assert not problems, "\n".join(problems)
 
 
 def fails(result, name: str) -> str:
