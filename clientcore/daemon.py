@@ -41,7 +41,7 @@ from pvfs2proto.constants import MAX_DEV_REQ_UPSIZE, PVFS2DEV_USERSPACE_VERSION
 
 from .device import SOCKET_BUFFER, Device, MappedBuffers, RawChannel, handshake
 from .faults import ANSWER, ANSWER_NORMALLY, CORRUPT, CRASH, DELAY, Action, FaultPlan, corrupt_frame
-from .ops import OpError, OpHandlers, Reply
+from .ops import OpError, OpHandlers, Reply, status_of
 from .store import Creds, Store
 
 log = logging.getLogger("clientcore")
@@ -229,7 +229,7 @@ class Daemon:
             # A bug of ours (an answer that does not fit its fields): the op gets
             # EIO rather than the daemon dying with every op in flight.
             log.exception("internal error: the answer to %s tag %d does not encode", proto.opname(up.type), tag)
-            frame = proto.encode_write_frame(tag, {"type": up.type, "status": proto.errno_to_status(errno.EIO)})
+            frame = proto.encode_write_frame(tag, {"type": up.type, "status": status_of(errno.EIO)})
         if self.faults:
             # WRITEs are answered in order: this says which answer is to a damaged one.
             self._write_faults.append(damage)
